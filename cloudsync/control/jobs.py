@@ -1,0 +1,350 @@
+"""Jobs and chunks in the control database: creation, claims with leases, checkpoints and progress.
+
+Every state change is a conditional UPDATE (`WHERE state IN …`), so two workers racing for the same
+transition cannot both win; the winner is the one whose UPDATE matched a row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from cloudsync.control.schema import JOB_ACTIVE_STATES, chunks, job_events, jobs, sync_runs
+from cloudsync.control.store import as_utc, utcnow
+from cloudsync.errors import AlreadyRunning, ChunkBusy, JobStateError, StaleFence, UnknownJob
+from cloudsync.keys import Key, decode_key, encode_key
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    venue_id: str
+    kind: str
+    state: str
+    pause_reason: str | None
+    requested_by: str | None
+    options: dict[str, Any]
+    fence_token: int
+    feed_position: Any
+    rows_total: int
+    rows_done: int
+    chunks_total: int
+    chunks_done: int
+    verification: dict[str, Any] | None
+    error: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    grant: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in JOB_ACTIVE_STATES
+
+    @property
+    def elapsed_s(self) -> float:
+        if self.started_at is None:
+            return 0.0
+        end = self.finished_at or utcnow()
+        return max((end - self.started_at).total_seconds(), 1e-6)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_done / self.elapsed_s if self.started_at else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        rate = self.rows_per_s
+        if not self.active or rate <= 0:
+            return None
+        return max(self.rows_total - self.rows_done, 0) / rate
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        m = dict(row._mapping)
+        for k in ("created_at", "started_at", "finished_at"):
+            m[k] = as_utc(m[k])
+        m["options"] = m["options"] or {}
+        for k in ("updated_at", "finisher", "finish_claimed_at"):
+            m.pop(k, None)
+        return cls(**m)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: int
+    job_id: int
+    table_name: str
+    seq: int
+    lo: Key | None
+    hi: Key | None
+    state: str
+    rows_est: int
+    attempts: int
+    deliveries: int
+    lease_owner: str | None
+    fence_token: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> Chunk:
+        m = row._mapping
+        return cls(m["id"], m["job_id"], m["table_name"], m["seq"], decode_key(m["lo"]), decode_key(m["hi"]),
+                   m["state"], m["rows_est"], m["attempts"], m["deliveries"], m["lease_owner"], m["fence_token"])
+
+
+def create_job(control: Engine, venue_id: str, kind: str, requested_by: str | None = None,
+               options: dict[str, Any] | None = None) -> int:
+    """A new queued job; the partial unique index refuses a second active job for the venue."""
+    now = utcnow()
+    try:
+        with control.begin() as conn:
+            inserted = conn.execute(jobs.insert().values(
+                venue_id=venue_id, kind=kind, state="queued", requested_by=requested_by,
+                options=options or {}, created_at=now, updated_at=now,
+            )).inserted_primary_key
+            assert inserted is not None
+            return int(inserted[0])
+    except sa.exc.IntegrityError:
+        running = active_job(control, venue_id)
+        raise AlreadyRunning(venue_id, running.id if running else -1) from None
+
+
+def active_job(control: Engine, venue_id: str) -> Job | None:
+    with control.connect() as conn:
+        row = conn.execute(sa.select(jobs).where(jobs.c.venue_id == venue_id, jobs.c.state.in_(JOB_ACTIVE_STATES))
+                           .order_by(jobs.c.id.desc())).first()
+    return Job.from_row(row) if row else None
+
+
+def get_job(control: Engine, job_id: int) -> Job:
+    with control.connect() as conn:
+        row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+    if row is None:
+        raise UnknownJob(job_id)
+    return Job.from_row(row)
+
+
+def list_jobs(control: Engine, venue_id: str | None = None, active_only: bool = False, limit: int = 50) -> list[Job]:
+    stmt = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+    if venue_id:
+        stmt = stmt.where(jobs.c.venue_id == venue_id)
+    if active_only:
+        stmt = stmt.where(jobs.c.state.in_(JOB_ACTIVE_STATES))
+    with control.connect() as conn:
+        return [Job.from_row(r) for r in conn.execute(stmt)]
+
+
+def set_job(control: Engine, job_id: int, from_states: tuple[str, ...] | None = None, **values: Any) -> bool:
+    """Update a job; with `from_states`, only if it is in one of them. True if the row changed."""
+    stmt = jobs.update().where(jobs.c.id == job_id).values(updated_at=utcnow(), **values)
+    if from_states is not None:
+        stmt = stmt.where(jobs.c.state.in_(from_states))
+    with control.begin() as conn:
+        return bool(conn.execute(stmt).rowcount)
+
+
+def bump_fence(control: Engine, job_id: int) -> int:
+    """A new fencing token for the job: writers holding an older one are refused from now on."""
+    with control.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(fence_token=jobs.c.fence_token + 1))
+        return int(conn.execute(sa.select(jobs.c.fence_token).where(jobs.c.id == job_id)).scalar_one())
+
+
+def insert_chunks(control: Engine, job_id: int, planned: list[tuple[str, Key | None, Key | None, int]]) -> None:
+    now = utcnow()
+    seqs: dict[str, int] = {}
+    rows = []
+    for table, lo, hi, est in planned:
+        seq = seqs[table] = seqs.get(table, -1) + 1
+        rows.append(dict(job_id=job_id, table_name=table, seq=seq, lo=encode_key(lo), hi=encode_key(hi),
+                         state="pending", rows_est=est, updated_at=now))
+    with control.begin() as conn:
+        if rows:
+            conn.execute(chunks.insert(), rows)
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(
+            chunks_total=len(rows), rows_total=sum(r["rows_est"] for r in rows), updated_at=now))
+
+
+def get_chunk(control: Engine, chunk_id: int) -> Chunk:
+    with control.connect() as conn:
+        row = conn.execute(sa.select(chunks).where(chunks.c.id == chunk_id)).first()
+    if row is None:
+        raise UnknownJob(f"chunk {chunk_id}")
+    return Chunk.from_row(row)
+
+
+def claim_chunk(control: Engine, chunk_id: int, owner: str, lease_s: int) -> Chunk | None:
+    """Take the chunk's lease. None if it is already settled; ChunkBusy if another live owner holds it.
+
+    The same owner (a redelivered message keeps its task id) may take over at once: with late acks
+    and a prefetch of one, a redelivery means the previous attempt is gone.
+    """
+    now = utcnow()
+    c = chunks.c
+    with control.begin() as conn:
+        stmt = (chunks.update()
+                .where(c.id == chunk_id, c.state.in_(("pending", "running")),
+                       sa.or_(c.lease_owner.is_(None), c.lease_owner == owner, c.lease_expires_at < now,
+                              c.state == "pending"))
+                .values(state="running", lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=lease_s),
+                        fence_token=c.fence_token + 1, deliveries=c.deliveries + 1,
+                        started_at=sa.func.coalesce(c.started_at, now), updated_at=now))
+        if conn.execute(stmt).rowcount:
+            return Chunk.from_row(conn.execute(sa.select(chunks).where(c.id == chunk_id)).one())
+        row = conn.execute(sa.select(chunks).where(c.id == chunk_id)).first()
+    if row is None:
+        raise UnknownJob(f"chunk {chunk_id}")
+    if row.state in ("done", "failed"):
+        return None
+    raise ChunkBusy(chunk_id, row.lease_owner or "?")
+
+
+def check_fence(control: Engine, chunk: Chunk, owner: str, lease_s: int) -> None:
+    """Refuse (StaleFence) unless this owner still holds the chunk with its token; renews the lease."""
+    now = utcnow()
+    c = chunks.c
+    with control.begin() as conn:
+        job_state = conn.execute(sa.select(jobs.c.state).where(jobs.c.id == chunk.job_id)).scalar_one()
+        if job_state not in ("running", "paused"):
+            raise JobStateError(chunk.job_id, job_state, "write")
+        renewed = conn.execute(chunks.update().where(
+            c.id == chunk.id, c.lease_owner == owner, c.fence_token == chunk.fence_token, c.state == "running",
+        ).values(lease_expires_at=now + dt.timedelta(seconds=lease_s), updated_at=now)).rowcount
+        if not renewed:
+            current = conn.execute(sa.select(c.fence_token).where(c.id == chunk.id)).scalar_one()
+            raise StaleFence(chunk.job_id, chunk.id, chunk.fence_token, int(current))
+
+
+def finish_chunk(control: Engine, chunk: Chunk, rows_read: int, rows_written: int, rows_deleted: int,
+                 duration_s: float) -> None:
+    now = utcnow()
+    with control.begin() as conn:
+        changed = conn.execute(chunks.update().where(
+            chunks.c.id == chunk.id, chunks.c.state == "running", chunks.c.fence_token == chunk.fence_token,
+        ).values(state="done", rows_read=rows_read, rows_written=rows_written, rows_deleted=rows_deleted,
+                 duration_s=duration_s, finished_at=now, lease_owner=None, lease_expires_at=None, error=None,
+                 updated_at=now)).rowcount
+        if changed:
+            conn.execute(jobs.update().where(jobs.c.id == chunk.job_id).values(
+                rows_done=jobs.c.rows_done + rows_read, chunks_done=jobs.c.chunks_done + 1, updated_at=now))
+
+
+def fail_chunk(control: Engine, chunk_id: int, error: str) -> None:
+    now = utcnow()
+    with control.begin() as conn:
+        conn.execute(chunks.update().where(chunks.c.id == chunk_id, chunks.c.state.in_(("pending", "running")))
+                     .values(state="failed", error=error, lease_owner=None, lease_expires_at=None,
+                             finished_at=now, updated_at=now))
+
+
+def release_chunk(control: Engine, chunk_id: int, owner: str, error: str | None = None,
+                  count_attempt: bool = True) -> None:
+    """Give the lease back after a transient error so a retry (by anyone) can take it at once."""
+    c = chunks.c
+    values: dict[str, Any] = dict(state="pending", lease_owner=None, lease_expires_at=None, error=error,
+                                  updated_at=utcnow())
+    if count_attempt:
+        values["attempts"] = c.attempts + 1
+    with control.begin() as conn:
+        conn.execute(chunks.update().where(c.id == chunk_id, c.lease_owner == owner, c.state == "running")
+                     .values(**values))
+
+
+def unsettled_chunks(control: Engine, job_id: int) -> list[int]:
+    with control.connect() as conn:
+        return [r[0] for r in conn.execute(sa.select(chunks.c.id).where(
+            chunks.c.job_id == job_id, chunks.c.state.in_(("pending", "running"))).order_by(chunks.c.id))]
+
+
+def chunk_counts(control: Engine, job_id: int) -> dict[str, int]:
+    with control.connect() as conn:
+        rows = conn.execute(sa.select(chunks.c.state, sa.func.count()).where(chunks.c.job_id == job_id)
+                            .group_by(chunks.c.state))
+        return {state: int(n) for state, n in rows}
+
+
+def table_progress(control: Engine, job_id: int) -> list[dict[str, Any]]:
+    """Per table: chunks done/total, rows done/estimated, failed chunks."""
+    c = chunks.c
+    stmt = (sa.select(
+        c.table_name,
+        sa.func.count().label("chunks"),
+        sa.func.sum(sa.case((c.state == "done", 1), else_=0)).label("done"),
+        sa.func.sum(sa.case((c.state == "failed", 1), else_=0)).label("failed"),
+        sa.func.sum(c.rows_est).label("rows_est"),
+        sa.func.sum(c.rows_read).label("rows_done"),
+    ).where(c.job_id == job_id).group_by(c.table_name).order_by(c.table_name))
+    with control.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def failed_chunks(control: Engine, job_id: int) -> list[dict[str, Any]]:
+    with control.connect() as conn:
+        rows = conn.execute(sa.select(chunks.c.id, chunks.c.table_name, chunks.c.lo, chunks.c.hi, chunks.c.error)
+                            .where(chunks.c.job_id == job_id, chunks.c.state == "failed").order_by(chunks.c.id))
+        return [dict(r._mapping) for r in rows]
+
+
+def reset_failed_chunks(control: Engine, job_id: int) -> int:
+    with control.begin() as conn:
+        return conn.execute(chunks.update().where(chunks.c.job_id == job_id, chunks.c.state == "failed").values(
+            state="pending", error=None, attempts=0, deliveries=0, finished_at=None, updated_at=utcnow())).rowcount
+
+
+def log_event(control: Engine, venue_id: str, message: str, *, job_id: int | None = None,
+              chunk_id: int | None = None, level: str = "INFO") -> None:
+    with control.begin() as conn:
+        conn.execute(job_events.insert().values(at=utcnow(), venue_id=venue_id, job_id=job_id, chunk_id=chunk_id,
+                                                level=level, message=message))
+
+
+def get_chunks(control: Engine, chunk_ids: list[int]) -> list[Chunk]:
+    if not chunk_ids:
+        return []
+    with control.connect() as conn:
+        rows = conn.execute(sa.select(chunks).where(chunks.c.id.in_(chunk_ids)).order_by(chunks.c.id))
+        return [Chunk.from_row(r) for r in rows]
+
+
+def record_sync_run(control: Engine, venue_id: str, kind: str, started_at: dt.datetime, ok: bool, *,
+                    rows_applied: int = 0, error: str | None = None, job_id: int | None = None,
+                    details: dict[str, Any] | None = None) -> None:
+    """One finished sync of a venue (incremental, full, verify or repair), for `cloudsync status`."""
+    with control.begin() as conn:
+        conn.execute(sync_runs.insert().values(venue_id=venue_id, kind=kind, job_id=job_id, started_at=started_at,
+                                               finished_at=utcnow(), ok=ok, rows_applied=rows_applied,
+                                               error=error, details=details))
+
+
+def claim_finish(control: Engine, job_id: int, owner: str, stale_s: int) -> bool:
+    """Take the claim on finishing a job; True for exactly one live finisher.
+
+    The same owner (a redelivered message) may take it again; anyone may take a claim older than
+    `stale_s` (its holder is presumed dead).
+    """
+    now = utcnow()
+    c = jobs.c
+    with control.begin() as conn:
+        return bool(conn.execute(jobs.update().where(
+            c.id == job_id, c.state == "finishing",
+            sa.or_(c.finisher.is_(None), c.finisher == owner,
+                   c.finish_claimed_at < now - dt.timedelta(seconds=stale_s)),
+        ).values(finisher=owner, finish_claimed_at=now, updated_at=now)).rowcount)
+
+
+def holds_finish(control: Engine, job_id: int, owner: str) -> bool:
+    with control.connect() as conn:
+        return conn.execute(sa.select(jobs.c.id).where(
+            jobs.c.id == job_id, jobs.c.state == "finishing", jobs.c.finisher == owner)).first() is not None
+
+
+def close_job(control: Engine, job_id: int, owner: str, **values: Any) -> bool:
+    """Leave `finishing` for `done`/`failed`, only while `owner` holds the finish claim."""
+    stmt = jobs.update().where(jobs.c.id == job_id, jobs.c.state == "finishing", jobs.c.finisher == owner)
+    with control.begin() as conn:
+        return bool(conn.execute(stmt.values(finisher=None, finish_claimed_at=None, updated_at=utcnow(),
+                                             **values)).rowcount)

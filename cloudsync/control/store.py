@@ -1,0 +1,65 @@
+"""The control database: connecting, migrating to the newest schema, and small shared helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from cloudsync.db import engine_for
+from cloudsync.dsn import mask_dsn
+from cloudsync.errors import TerminalError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+_migrated: set[str] = set()
+_lock = threading.Lock()
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes for timezone-aware columns; they were stored as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.timezone.utc)
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the control schema to the newest revision (every head: issues add branches)."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "heads")
+
+
+def head_revisions() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def control_engine(dsn: str) -> Engine:
+    """The control database's engine, migrated once per process."""
+    engine = engine_for(dsn, role="t")
+    with _lock:
+        if dsn not in _migrated:
+            try:
+                migrate(engine)
+            except SQLAlchemyError as err:
+                raise TerminalError(
+                    f"control database {mask_dsn(dsn)} unusable: {str(getattr(err, 'orig', err)).splitlines()[0]}"
+                ) from err
+            _migrated.add(dsn)
+    return engine

@@ -1,0 +1,122 @@
+"""SQLAlchemy engines, one per URL per process, and the wrapping of driver errors into cloudsync's tree."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from cloudsync.dsn import mask_dsn, parse_dsn
+from cloudsync.errors import BadDSN, SourceUnavailable, TargetUnavailable, TerminalError
+
+_engines: dict[tuple[int, str], Engine] = {}
+
+#: PostgreSQL sessions never wait forever: a dead peer is noticed by TCP keepalives, a lock held by
+#: a stuck writer (e.g. a duplicate chunk after a restart) errors after LOCK_TIMEOUT_S and is retried,
+#: and a transaction abandoned by a killed worker is ended by the server after IDLE_TX_TIMEOUT_S.
+PG_CONNECT_TIMEOUT_S = 10
+PG_LOCK_TIMEOUT_S = 60
+PG_IDLE_TX_TIMEOUT_S = 600
+PG_KEEPALIVE_IDLE_S = 15
+PG_TCP_USER_TIMEOUT_MS = 60_000
+
+
+def _pg_connect_args() -> dict[str, object]:
+    return {
+        "connect_timeout": PG_CONNECT_TIMEOUT_S,
+        "keepalives": 1,
+        "keepalives_idle": PG_KEEPALIVE_IDLE_S,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": PG_TCP_USER_TIMEOUT_MS,
+        "options": f"-c lock_timeout={PG_LOCK_TIMEOUT_S * 1000} "
+                   f"-c idle_in_transaction_session_timeout={PG_IDLE_TX_TIMEOUT_S * 1000}",
+    }
+_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
+    cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def engine_for(dsn: str, role: str = "s") -> Engine:
+    """The process-wide engine for `dsn`; a forked worker gets its own (keyed by pid)."""
+    key = (os.getpid(), dsn)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is not None:
+            return engine
+        url = parse_dsn(dsn, role)
+        kwargs: dict[str, object] = {"pool_pre_ping": True}
+        if url.drivername.startswith("sqlite"):
+            if url.database and url.database != ":memory:":
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs = {"connect_args": {"timeout": 60, "check_same_thread": False}}
+        elif url.drivername.startswith("mysql"):
+            kwargs["pool_recycle"] = 3600
+        elif url.drivername.startswith("postgresql"):
+            kwargs["connect_args"] = _pg_connect_args()
+        try:
+            engine = sa.create_engine(url, **kwargs)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as err:
+            raise BadDSN(mask_dsn(dsn), str(err).splitlines()[0]) from err
+        if url.drivername.startswith("sqlite"):
+            event.listen(engine, "connect", _sqlite_pragmas)
+        _engines[key] = engine
+        return engine
+
+
+def dispose_all() -> None:
+    """Drop every pooled connection (after a fork, or when a test tears down)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def is_connection_error(err: BaseException) -> bool:
+    if isinstance(err, sa.exc.DBAPIError) and err.connection_invalidated:
+        return True
+    return isinstance(err, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, ConnectionError))
+
+
+@contextlib.contextmanager
+def source_errors(venue: str) -> Iterator[None]:
+    """Wrap driver errors raised while touching a venue database."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as err:
+        detail = mask_dsn(str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else type(err).__name__)
+        if is_connection_error(err):
+            raise SourceUnavailable(venue, detail) from err
+        raise TerminalError(f"venue {venue}: source error: {detail}", venue=venue) from err
+    except (ConnectionError, OSError) as err:
+        raise SourceUnavailable(venue, str(err)) from err
+
+
+@contextlib.contextmanager
+def target_errors() -> Iterator[None]:
+    """Wrap driver errors raised while touching the cloud database."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as err:
+        detail = mask_dsn(str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else type(err).__name__)
+        if is_connection_error(err) or _is_lock_error(err):
+            raise TargetUnavailable(detail) from err
+        raise TerminalError(f"cloud database error: {detail}") from err
+
+
+def _is_lock_error(err: BaseException) -> bool:
+    text = str(err).lower()
+    return any(s in text for s in ("database is locked", "deadlock", "could not serialize", "lock timeout"))

@@ -1,0 +1,1 @@
+"""Database-specific SQL, one package per dialect."""

@@ -1,0 +1,1 @@
+"""The chaos suite: faults injected into real services while a full resync runs (see docs/reliability.md)."""
