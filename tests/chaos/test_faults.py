@@ -48,6 +48,7 @@ from tests.chaos.faults import (
 from tests.conftest import PG_URL
 from tests.helpers import wait_for_job
 from worker.dispatch import CeleryDispatcher
+from worker.health import wait_for_workers
 
 ROWS = int(os.environ.get("CLOUDSYNC_CHAOS_ROWS", "20000"))
 CHUNK_ROWS = max(ROWS // 40, 250)  # about 60 chunks over the seven tables, whatever the size
@@ -187,11 +188,10 @@ def test_redis_restart_losing_its_data_then_resume(pg_db, private_pg, redis_serv
         assert job.active, "the resync finished before Redis could be restarted; raise CLOUDSYNC_CHAOS_ROWS"
         redis_server.restart(down_s=1.0)  # every queued message, result, lease and lock is gone
         time.sleep(3)
-        # kombu 5.7 can make a worker exit ("Unrecoverable error") while it reconnects; in production its
-        # supervisor restarts it (docker-compose: restart: unless-stopped), as this does
-        exited = [p for p in procs if p.poll() is not None]
-        if exited:
-            workers(ctx.settings, redis_server.url, count=len(exited))
+        # the workers reconnect by themselves (worker/broker_fixes.py): none may have exited
+        exited = [p.pid for p in procs if p.poll() is not None]
+        assert not exited, f"worker(s) {exited} exited when Redis restarted"
+        wait_for_workers(redis_server.url, len(procs), timeout_s=60)
         # the control database is the source of truth: resume re-enqueues every chunk not done yet
         action, pending = resync.resume_job(ctx, job_id)
         if action == "chunks":
