@@ -8,10 +8,10 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 import worker.logging_setup  # noqa: F401  (connects the worker file-logging signals)
-from worker import broker_fixes
 from cloudsync.db import dispose_all
 from cloudsync.embedded import ensure_embedded_redis
 from cloudsync.settings import Settings, load_settings
+from worker import broker_fixes
 from worker.config import celery_config
 
 log = logging.getLogger(__name__)
