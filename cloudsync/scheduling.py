@@ -3,6 +3,9 @@ resync work was lost and must be sent again.
 
     due_venues    active venues with a change feed whose interval has elapsed (a Redis sorted set of
                   next-due times; a Lua script takes the due ones and moves them on, atomically)
+    batches       the due venues grouped for `incremental.sync_venues`: one message per batch, not
+                  per venue (an idle venue's sync costs less than Celery's handling of a message);
+                  a venue lately slow in a batch goes on its own, so it holds no other venue up
     stalled_work  chunks whose lease expired, or pending chunks of a running job that has made no
                   progress for a while (their messages were lost), plus plans and finishes never run
 
@@ -24,6 +27,7 @@ import sqlalchemy as sa
 from cloudsync.context import Context
 from cloudsync.control.schema import chunks, jobs, venues
 from cloudsync.control.store import utcnow
+from cloudsync.incremental import slow_venues
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,7 @@ INTERVALS_KEY = "cloudsync:incremental:interval_s"  # hash: venue id → its int
 REAPED_PREFIX = "cloudsync:reaper:"
 VENUES_TTL_S = 5.0  # the venue list is re-read (and the schedule refreshed) this often, not every tick
 MAX_DUE_PER_TICK = 1000
+BATCH_VENUES = 25  # venues per batched sync: an idle one costs a few ms, so a batch takes well under 1 s
 
 # Atomically: the venues due by ARGV[1], each moved on by its interval, so two dispatchers never both
 # take one. Cost is O(due), not O(venues): an idle tick reads nothing.
@@ -105,6 +110,16 @@ def due_venues(ctx: Context) -> list[str]:
             base = float(rows[venue_id]["sync_interval_s"] or 60)
             ctx.redis.zadd(DUE_KEY, {venue_id: now + max(base, float(closed))}, xx=True)
     return due
+
+
+def batches(ctx: Context, due: list[str], size: int = BATCH_VENUES) -> list[list[str]]:
+    """`due` in batches of at most `size`, in order; each venue lately slow in a batch alone."""
+    if not due:
+        return []
+    slow = slow_venues(ctx)
+    alone = [[v] for v in due if v in slow]
+    rest = [v for v in due if v not in slow]
+    return [rest[i:i + size] for i in range(0, len(rest), size)] + alone
 
 
 @dataclass

@@ -9,7 +9,7 @@ from celery.utils.log import get_task_logger
 
 from cloudsync import scheduling
 from tasks.base import context, dispatcher
-from tasks.incremental import sync
+from tasks.incremental import SYNC_EXPIRES_S, sync_batch
 from worker.app import app
 
 log = get_task_logger(__name__)
@@ -20,12 +20,13 @@ REAPER_STALL_LEASES = 5  # a running job silent for this many chunk leases has l
 @app.task(name="cloudsync.incremental.dispatch", bind=True, max_retries=0, acks_late=False,
           ignore_result=True)
 def dispatch(self: Task) -> dict[str, Any]:
-    """Enqueue an incremental sync for every venue whose interval has elapsed."""
-    due = scheduling.due_venues(context())
-    for venue_id in due:
-        # a sync still queued when the next one is due is dropped, not stacked up
-        sync.apply_async(args=[venue_id], kwargs={"venue": venue_id}, expires=60)
-    return {"enqueued": len(due)}
+    """Enqueue the incremental sync of every venue whose interval has elapsed, in batches."""
+    ctx = context()
+    due = scheduling.due_venues(ctx)
+    groups = scheduling.batches(ctx, due)
+    for group in groups:
+        sync_batch.apply_async(args=[group], kwargs={"venues": len(group)}, expires=SYNC_EXPIRES_S)
+    return {"enqueued": len(due), "batches": len(groups)}
 
 
 @app.task(name="cloudsync.control.reap", bind=True, max_retries=0, acks_late=False)

@@ -31,6 +31,8 @@ GAP_TIMEOUT_S = 300  # a transaction open longer than this while others commit i
 POSITION_WINDOW_IDS = 10_000  # ids below the top checked for open gaps when a position is taken
 MAX_GAPS = 10_000
 
+_statements: dict[tuple[str | None, int, bool], sa.CompoundSelect] = {}
+
 
 # The PostgreSQL capture function: the trigger passes the key column names as arguments.
 _PG_CAPTURE = """
@@ -52,7 +54,19 @@ BEGIN
 END"""
 
 
+_tables: dict[str | None, tuple[sa.Table, sa.Table]] = {}
+
+
 def changelog_tables(schema: str | None) -> tuple[sa.Table, sa.Table]:
+    """The changelog and its meta table in `schema` (built once per schema: an idle venue is read
+    every interval, and statements over the same Table objects reuse their compiled form)."""
+    hit = _tables.get(schema)
+    if hit is None:
+        hit = _tables[schema] = _changelog_tables(schema)
+    return hit
+
+
+def _changelog_tables(schema: str | None) -> tuple[sa.Table, sa.Table]:
     md = sa.MetaData(schema=schema)
     log_table = sa.Table(
         CHANGELOG, md,
@@ -217,22 +231,34 @@ class ChangelogFeed(ChangeFeed):
         gaps = {str(i): now for i in range(floor + 1, top + 1) if i not in seen}
         return {"id": top, "gaps": gaps}
 
+    def _read_statement(self, limit_keys: int, with_gaps: bool) -> sa.CompoundSelect:
+        """Entries after `:top` (and the open gaps in `:gaps`), plus the pruning mark as a row with an
+        empty table name: one round trip. Built once per schema, limit and shape, so its cache key
+        is memoized and an idle poll compiles nothing."""
+        key = (self.source.schema, limit_keys, with_gaps)
+        stmt = _statements.get(key)
+        if stmt is None:
+            c, m = self.log_table.c, self.meta.c
+            cond = c.id > sa.bindparam("top", type_=sa.BigInteger)
+            if with_gaps:
+                cond = sa.or_(cond, c.id.in_(sa.bindparam("gaps", expanding=True, type_=sa.BigInteger)))
+            recent = sa.select(c.id, c.table_name, c.pk).where(cond).order_by(c.id).limit(limit_keys).subquery()
+            stmt = _statements[key] = sa.union_all(
+                sa.select(recent.c.id, recent.c.table_name, recent.c.pk),
+                sa.select(m.value, sa.literal("", sa.String(128)), sa.literal("", sa.Text))
+                .where(m.name == "pruned_upto"),
+            )
+        return stmt
+
     def changes_since(self, position: Position, limit_keys: int = 50_000) -> Changes:
         top = int(position["id"])
         gaps = {int(k): float(v) for k, v in (position.get("gaps") or {}).items()}
-        c = self.log_table.c
-        cond = c.id > top
+        params: dict[str, Any] = {"top": top}
         if gaps:
-            cond = sa.or_(cond, c.id.in_(sorted(gaps)))
-        recent = sa.select(c.id, c.table_name, c.pk).where(cond).order_by(c.id).limit(limit_keys).subquery()
-        # one round trip: the entries, plus the pruning mark as a row with an empty table name
-        m = self.meta.c
-        stmt = sa.union_all(
-            sa.select(recent.c.id, recent.c.table_name, recent.c.pk),
-            sa.select(m.value, sa.literal("", sa.String(128)), sa.literal("", sa.Text)).where(m.name == "pruned_upto"),
-        )
+            params["gaps"] = sorted(gaps)
+        stmt = self._read_statement(limit_keys, bool(gaps))
         with source_errors(self.venue_id), self.source.engine.connect() as conn:
-            fetched = conn.execute(stmt).all()
+            fetched = conn.execute(stmt, params).all()
         pruned = max([0, *(int(r[0]) for r in fetched if r[1] == "")])
         if pruned > top or any(g <= pruned for g in gaps):
             raise FeedExpired(self.venue_id, self.kind, f"changelog pruned up to id {pruned}, position is at id {top}")
