@@ -20,13 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from cloudsync import guards
+from cloudsync import chunk_run, guards
+from cloudsync.chunk_run import ChunkRun
 from cloudsync.context import Context
 from cloudsync.control import jobs as jobrepo
 from cloudsync.control.jobs import Chunk, Job
 from cloudsync.control.store import utcnow
-from cloudsync.control.venues import Venue, get_venue, record_table, recorded_columns, resolve_tables
-from cloudsync.errors import AlreadyRunning, JobStateError
+from cloudsync.control.venues import Venue, get_venue, record_table, resolve_tables
+from cloudsync.errors import AlreadyRunning, JobStateError, UnknownJob
 from cloudsync.incremental import position_for_resync, resume_after_resync
 from cloudsync.keys import format_key
 from cloudsync.services_state import publish as publish_services
@@ -124,37 +125,50 @@ def plan_failed(ctx: Context, job_id: int, error: BaseException) -> None:
     jobrepo.log_event(ctx.control, job.venue_id, f"planning failed: {error}", job_id=job_id, level="ERROR")
 
 
-def run_chunk(ctx: Context, job_id: int, chunk_id: int, owner: str, progress: Progress | None = None) -> ChunkOutcome:
-    """Copy one key range of one table; idempotent, checkpointed, fenced."""
-    job = jobrepo.get_job(ctx.control, job_id)
-    if job.state not in ("running", "paused"):
+def run_chunk(ctx: Context, job_id: int, chunk_id: int, owner: str, progress: Progress | None = None,
+              admit: Callable[[Job | None], object] | None = None) -> ChunkOutcome:
+    """Copy one key range of one table; idempotent, checkpointed, fenced.
+
+    `admit(job)` runs before any work and may refuse it by raising (the tasks check the job's signed
+    grant there); it gets None when the job does not exist.
+    """
+    try:
+        run = chunk_run.load(ctx.control, job_id, chunk_id)
+    except UnknownJob:
+        if admit:
+            admit(None)
+        raise
+    if admit:
+        admit(run.job)
+    if run.job.state not in ("running", "paused"):
         return ChunkOutcome(chunk_id, ran=False, job_settled=False)
     # guards before the claim, so a wait spends no delivery: lease, re-indexing, limits (may raise Paused)
-    with guards.chunk_guard(ctx, job, chunk_id):
-        return _run_guarded(ctx, job, chunk_id, owner, progress)
+    with guards.chunk_guard(ctx, run):
+        return _run_guarded(ctx, run, owner, progress)
 
 
-def _run_guarded(ctx: Context, job: Job, chunk_id: int, owner: str, progress: Progress | None) -> ChunkOutcome:
-    job_id = job.id
+def _run_guarded(ctx: Context, run: ChunkRun, owner: str, progress: Progress | None) -> ChunkOutcome:
+    job, chunk_id = run.job, run.chunk.id
     chunk = jobrepo.claim_chunk(ctx.control, chunk_id, owner, ctx.settings.chunk_lease_s)
     if chunk is None:
-        return ChunkOutcome(chunk_id, ran=False, job_settled=_settle(ctx, job_id))
+        return ChunkOutcome(chunk_id, ran=False, job_settled=jobrepo.settle_job(ctx.control, job.id))
     if chunk.deliveries > ctx.settings.max_deliveries:
         detail = f"delivered {chunk.deliveries} times without finishing (workers lost?)"
         jobrepo.fail_chunk(ctx.control, chunk.id, detail)
-        return ChunkOutcome(chunk_id, ran=False, job_settled=_settle(ctx, job_id))
+        return ChunkOutcome(chunk_id, ran=False, job_settled=jobrepo.settle_job(ctx.control, job.id))
     if job.state == "paused":
-        jobrepo.set_job(ctx.control, job_id, ("paused",), state="running", pause_reason=None)
-    venue = get_venue(ctx.control, job.venue_id)
-    rows = _copy_range(ctx, venue, job, chunk, owner, progress)
-    return ChunkOutcome(chunk_id, ran=True, job_settled=_settle(ctx, job_id), rows=rows)
+        jobrepo.set_job(ctx.control, job.id, ("paused",), state="running", pause_reason=None)
+    rows, settled = _copy_range(ctx, run.venue, job, chunk, owner, progress, run.columns)
+    return ChunkOutcome(chunk_id, ran=True, job_settled=settled, rows=rows)
 
 
-def _copy_range(ctx: Context, venue: Venue, job: Job, chunk: Chunk, owner: str, progress: Progress | None) -> int:
+def _copy_range(ctx: Context, venue: Venue, job: Job, chunk: Chunk, owner: str, progress: Progress | None,
+                recorded: list[str] | None) -> tuple[int, bool]:
+    """(rows read, whether this chunk settled the job)."""
     source = venue_source(venue)
     target: Target = ctx.target
     table = source.table(chunk.table_name)
-    if [c.name for c in table.columns] != recorded_columns(ctx.control, venue.id, chunk.table_name):
+    if [c.name for c in table.columns] != recorded:
         source.refresh()  # the schema changed since this process reflected it; planning saw the new one
         table = source.table(chunk.table_name)
     cloud = target.cloud_table(table)
@@ -194,9 +208,10 @@ def _copy_range(ctx: Context, venue: Venue, job: Job, chunk: Chunk, owner: str, 
         stats = target.write_range(cloud, venue.id, feed, chunk.lo, chunk.hi,
                                    before_commit=lambda: jobrepo.check_fence(ctx.control, chunk, owner, lease_s))
     duration = time.monotonic() - started
-    jobrepo.finish_chunk(ctx.control, chunk, int(state["rows"]), stats.rows_written, stats.rows_deleted, duration)
+    settled = jobrepo.finish_chunk(ctx.control, chunk, int(state["rows"]), stats.rows_written, stats.rows_deleted,
+                                   duration)
     log.info("%s done: %d rows, %d deleted in %.2fs", where, state["rows"], stats.rows_deleted, duration)
-    return int(state["rows"])
+    return int(state["rows"]), settled
 
 
 def chunk_failed(ctx: Context, job_id: int, chunk_id: int, error: BaseException) -> bool:
@@ -207,18 +222,11 @@ def chunk_failed(ctx: Context, job_id: int, chunk_id: int, error: BaseException)
     job = jobrepo.get_job(ctx.control, job_id)
     jobrepo.log_event(ctx.control, job.venue_id, message, job_id=job_id, chunk_id=chunk_id, level="ERROR")
     log.error("venue=%s job=%s chunk=%s failed: %s", job.venue_id, job_id, chunk_id, message)
-    return _settle(ctx, job_id)
+    return jobrepo.settle_job(ctx.control, job_id)
 
 
 def chunk_retrying(ctx: Context, chunk_id: int, owner: str, error: BaseException, count_attempt: bool = True) -> None:
     jobrepo.release_chunk(ctx.control, chunk_id, owner, str(error), count_attempt=count_attempt)
-
-
-def _settle(ctx: Context, job_id: int) -> bool:
-    """True for the single caller that moves a job with no unsettled chunks to `finishing`."""
-    if jobrepo.unsettled_chunks(ctx.control, job_id):
-        return False
-    return jobrepo.set_job(ctx.control, job_id, ("running", "paused"), state="finishing")
 
 
 def finish_job(ctx: Context, job_id: int, verify: bool = True, owner: str | None = None) -> Job:

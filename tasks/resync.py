@@ -8,6 +8,7 @@ from celery import Task
 from celery.utils.log import get_task_logger
 
 from cloudsync import resync
+from cloudsync.access.errors import GrantRefused
 from cloudsync.access.grants import check_job_grant
 from cloudsync.errors import ChunkBusy, JobStateError, Paused, StaleFence, TerminalError, TransientError
 from tasks.base import backoff_s, context, dispatcher
@@ -38,9 +39,11 @@ def plan(self: Task, job_id: int, **shown: Any) -> dict[str, Any]:
 def chunk(self: Task, job_id: int, chunk_id: int, **shown: Any) -> dict[str, Any]:
     ctx = context()
     owner = self.request.id or f"local-{chunk_id}"
-    _granted(ctx, job_id, shown, "cloudsync.resync.chunk")
     try:
-        outcome = resync.run_chunk(ctx, job_id, chunk_id, owner, progress=reporter(self))
+        outcome = resync.run_chunk(ctx, job_id, chunk_id, owner, progress=reporter(self),
+                                   admit=lambda job: _granted(ctx, job_id, shown, "cloudsync.resync.chunk", job))
+    except GrantRefused:
+        raise  # a forged or foreign message: refused and audited, and the chunk is left as it was
     except (Paused, ChunkBusy) as err:
         # a guard or a live lease holds the chunk: wait without counting a failed attempt
         resync.chunk_retrying(ctx, chunk_id, owner, err, count_attempt=False)
@@ -63,9 +66,9 @@ def chunk(self: Task, job_id: int, chunk_id: int, **shown: Any) -> dict[str, Any
     return {"job": job_id, "chunk": chunk_id, "rows": outcome.rows, "ran": outcome.ran}
 
 
-def _granted(ctx: Any, job_id: int, shown: dict[str, Any], task: str) -> None:
+def _granted(ctx: Any, job_id: int, shown: dict[str, Any], task: str, job: Any = None) -> None:
     """Before any work: a message without a valid signed grant is refused (GrantRefused, audited)."""
-    check_job_grant(ctx.settings, ctx.control, job_id, shown.get("grant"), task)
+    check_job_grant(ctx.settings, ctx.control, job_id, shown.get("grant"), task, job=job)
 
 
 def _fail(ctx: Any, job_id: int, chunk_id: int, err: BaseException) -> None:

@@ -153,10 +153,15 @@ def job_grant(settings: Settings, control: Engine, job_id: int) -> str:
     return issue_job_grant(settings, control, job_id)
 
 
-def check_job_grant(settings: Settings, control: Engine, job_id: int, grant: object, task: str) -> Claims:
-    """A worker's check before any work: GrantRefused (audited as refused) unless the grant is valid."""
+def check_job_grant(settings: Settings, control: Engine, job_id: int, grant: object, task: str,
+                    job: jobrepo.Job | None = None) -> Claims:
+    """A worker's check before any work: GrantRefused (audited as refused) unless the grant is valid.
+
+    `job`: the job as the caller already read it (saves a round trip per chunk).
+    """
     try:
-        job = jobrepo.get_job(control, int(job_id))
+        if job is None or job.id != int(job_id):
+            job = jobrepo.get_job(control, int(job_id))
     except (UnknownJob, ValueError, TypeError):
         audit.record(control, task, "refused", reason=f"message for unknown job {job_id!r}",
                      details={"task": task})

@@ -177,6 +177,17 @@ def get_chunk(control: Engine, chunk_id: int) -> Chunk:
     return Chunk.from_row(row)
 
 
+def _relaxed(conn: sa.Connection) -> None:
+    """This transaction's commit need not wait for the disk (PostgreSQL's synchronous_commit off).
+
+    Only for lease and checkpoint writes the job recovers from: a crash of the control database loses
+    at most its last fraction of a second of them, and a lost claim, renewal or checkpoint only makes
+    a chunk run again (chunks are idempotent). Job states, fences and the audit log stay synchronous.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+
+
 def claim_chunk(control: Engine, chunk_id: int, owner: str, lease_s: int) -> Chunk | None:
     """Take the chunk's lease. None if it is already settled; ChunkBusy if another live owner holds it.
 
@@ -186,6 +197,7 @@ def claim_chunk(control: Engine, chunk_id: int, owner: str, lease_s: int) -> Chu
     now = utcnow()
     c = chunks.c
     with control.begin() as conn:
+        _relaxed(conn)
         stmt = (chunks.update()
                 .where(c.id == chunk_id, c.state.in_(("pending", "running")),
                        sa.or_(c.lease_owner.is_(None), c.lease_owner == owner, c.lease_expires_at < now,
@@ -193,7 +205,11 @@ def claim_chunk(control: Engine, chunk_id: int, owner: str, lease_s: int) -> Chu
                 .values(state="running", lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=lease_s),
                         fence_token=c.fence_token + 1, deliveries=c.deliveries + 1,
                         started_at=sa.func.coalesce(c.started_at, now), updated_at=now))
-        if conn.execute(stmt).rowcount:
+        if conn.dialect.update_returning:
+            claimed = conn.execute(stmt.returning(*chunks.c)).first()
+            if claimed is not None:
+                return Chunk.from_row(claimed)
+        elif conn.execute(stmt).rowcount:
             return Chunk.from_row(conn.execute(sa.select(chunks).where(c.id == chunk_id)).one())
         row = conn.execute(sa.select(chunks).where(c.id == chunk_id)).first()
     if row is None:
@@ -204,33 +220,64 @@ def claim_chunk(control: Engine, chunk_id: int, owner: str, lease_s: int) -> Chu
 
 
 def check_fence(control: Engine, chunk: Chunk, owner: str, lease_s: int) -> None:
-    """Refuse (StaleFence) unless this owner still holds the chunk with its token; renews the lease."""
+    """Refuse (StaleFence) unless this owner still holds the chunk with its token; renews the lease.
+
+    One statement in the usual case: the renewal only matches while the job is still running.
+    """
     now = utcnow()
     c = chunks.c
+    job_state = sa.select(jobs.c.state).where(jobs.c.id == chunk.job_id).scalar_subquery()
     with control.begin() as conn:
-        job_state = conn.execute(sa.select(jobs.c.state).where(jobs.c.id == chunk.job_id)).scalar_one()
-        if job_state not in ("running", "paused"):
-            raise JobStateError(chunk.job_id, job_state, "write")
+        _relaxed(conn)
         renewed = conn.execute(chunks.update().where(
             c.id == chunk.id, c.lease_owner == owner, c.fence_token == chunk.fence_token, c.state == "running",
+            job_state.in_(("running", "paused")),
         ).values(lease_expires_at=now + dt.timedelta(seconds=lease_s), updated_at=now)).rowcount
-        if not renewed:
-            current = conn.execute(sa.select(c.fence_token).where(c.id == chunk.id)).scalar_one()
-            raise StaleFence(chunk.job_id, chunk.id, chunk.fence_token, int(current))
+        if renewed:
+            return
+        state = conn.execute(sa.select(jobs.c.state).where(jobs.c.id == chunk.job_id)).scalar_one()
+        if state not in ("running", "paused"):
+            raise JobStateError(chunk.job_id, state, "write")
+        current = conn.execute(sa.select(c.fence_token).where(c.id == chunk.id)).scalar_one()
+        raise StaleFence(chunk.job_id, chunk.id, chunk.fence_token, int(current))
 
 
 def finish_chunk(control: Engine, chunk: Chunk, rows_read: int, rows_written: int, rows_deleted: int,
-                 duration_s: float) -> None:
+                 duration_s: float) -> bool:
+    """Checkpoint the chunk as done; True for the single caller that then moves its job to `finishing`.
+
+    The settle check runs after the commit (on the same connection), so whichever of two finishing
+    chunks commits last sees both done; the conditional update lets only one of them win.
+    """
     now = utcnow()
-    with control.begin() as conn:
-        changed = conn.execute(chunks.update().where(
-            chunks.c.id == chunk.id, chunks.c.state == "running", chunks.c.fence_token == chunk.fence_token,
-        ).values(state="done", rows_read=rows_read, rows_written=rows_written, rows_deleted=rows_deleted,
-                 duration_s=duration_s, finished_at=now, lease_owner=None, lease_expires_at=None, error=None,
-                 updated_at=now)).rowcount
-        if changed:
-            conn.execute(jobs.update().where(jobs.c.id == chunk.job_id).values(
-                rows_done=jobs.c.rows_done + rows_read, chunks_done=jobs.c.chunks_done + 1, updated_at=now))
+    with control.connect() as conn:
+        with conn.begin():
+            _relaxed(conn)
+            changed = conn.execute(chunks.update().where(
+                chunks.c.id == chunk.id, chunks.c.state == "running", chunks.c.fence_token == chunk.fence_token,
+            ).values(state="done", rows_read=rows_read, rows_written=rows_written, rows_deleted=rows_deleted,
+                     duration_s=duration_s, finished_at=now, lease_owner=None, lease_expires_at=None, error=None,
+                     updated_at=now)).rowcount
+            if changed:
+                conn.execute(jobs.update().where(jobs.c.id == chunk.job_id).values(
+                    rows_done=jobs.c.rows_done + rows_read, chunks_done=jobs.c.chunks_done + 1, updated_at=now))
+        return _settle(conn, chunk.job_id)
+
+
+def settle_job(control: Engine, job_id: int) -> bool:
+    """True for the single caller that moves a job with no unsettled chunks to `finishing`."""
+    with control.connect() as conn:
+        return _settle(conn, job_id)
+
+
+def _settle(conn: sa.Connection, job_id: int) -> bool:
+    with conn.begin():
+        unsettled = conn.execute(sa.select(sa.func.count()).select_from(chunks).where(
+            chunks.c.job_id == job_id, chunks.c.state.in_(("pending", "running")))).scalar_one()
+        if unsettled:
+            return False
+        return bool(conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.state.in_(("running", "paused")))
+                                 .values(state="finishing", updated_at=utcnow())).rowcount)
 
 
 def fail_chunk(control: Engine, chunk_id: int, error: str) -> None:

@@ -18,21 +18,23 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import redis
 
 from cloudsync.context import Context
 from cloudsync.control import jobs as jobrepo
-from cloudsync.control.jobs import Job
 from cloudsync.control.venues import Venue, get_venue
 from cloudsync.errors import AlreadyRunning, Paused, TransientError, UnknownJob
 from cloudsync.guards import lease, ratelimit
 from cloudsync.guards.errors import TradingHours, UnderMaintenance
 from cloudsync.guards.reindex import index_maintenance
-from cloudsync.guards.rules import get_limits, load_schedule, open_window
+from cloudsync.guards.rules import MaintenanceWindow, get_limits, load_schedule, open_window
 from cloudsync.guards.trading_hours import Clock, utc_clock
+
+if TYPE_CHECKING:
+    from cloudsync.chunk_run import ChunkRun
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +67,16 @@ def trading_now(ctx: Context, venue_id: str, at: dt.datetime | None = None) -> b
     return bool(schedule and schedule.trading(_now(at), venue.timezone))
 
 
-def maintenance_active(ctx: Context, venue: Venue | str) -> str | None:
-    """Why the venue database must be left alone now: a declared window or index maintenance; else None."""
+def maintenance_active(ctx: Context, venue: Venue | str, window_checked: bool = False) -> str | None:
+    """Why the venue database must be left alone now: a declared window or index maintenance; else None.
+
+    `window_checked`: the caller already knows no window is open; only the venue database is asked.
+    """
     if isinstance(venue, str):
         venue = get_venue(ctx.control, venue)
-    window = open_window(ctx.control, venue.id)
+    window = None if window_checked else open_window(ctx.control, venue.id)
     if window:
-        since = window.started_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        return f"maintenance window: {window.reason} (since {since}" + (
-            f" by {window.started_by})" if window.started_by else ")")
+        return _window_reason(window)
     found = index_maintenance(venue.id, venue.source_dsn)
     return f"re-indexing: {found}" if found else None
 
@@ -135,6 +138,12 @@ def resync_request(ctx: Context, venue: Venue, options: dict[str, Any], kind: st
         raise
 
 
+def _window_reason(window: MaintenanceWindow) -> str:
+    since = window.started_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"maintenance window: {window.reason} (since {since}" + (
+        f" by {window.started_by})" if window.started_by else ")")
+
+
 def _job_active(ctx: Context, job_id: int) -> bool:
     try:
         return jobrepo.get_job(ctx.control, job_id).active
@@ -148,29 +157,32 @@ def _refused(ctx: Context, venue_id: str, why: str) -> None:
 
 
 @contextlib.contextmanager
-def chunk_guard(ctx: Context, job: Job, chunk_id: int, at: dt.datetime | None = None) -> Iterator[None]:
-    """Let one chunk run now, or raise Paused with how long to wait; holds a concurrency slot while it runs."""
-    chunk = jobrepo.get_chunk(ctx.control, chunk_id)
+def chunk_guard(ctx: Context, run: ChunkRun, at: dt.datetime | None = None) -> Iterator[None]:
+    """Let one chunk run now, or raise Paused with how long to wait; holds a concurrency slot while it runs.
+
+    `run` is the chunk's state as read when it started (`cloudsync.chunk_run.load`): the window, hours
+    and limits it carries are current, so only the venue database and Redis are asked here.
+    """
+    job, chunk, venue = run.job, run.chunk, run.venue
     if chunk.state in ("done", "failed"):
         yield  # nothing will be copied: a settled chunk spends no budget
         return
-    venue = get_venue(ctx.control, job.venue_id)
     client = guard_redis(ctx)
     try:
         if client is not None:
-            lease.heartbeat(client, venue.id, job.id, job.fence_token, chunk_id)
-        reason = maintenance_active(ctx, venue)
+            lease.heartbeat(client, venue.id, job.id, job.fence_token, chunk.id)
+        reason = _window_reason(run.window) if run.window else maintenance_active(ctx, venue, window_checked=True)
         if reason:
             if jobrepo.set_job(ctx.control, job.id, ("running",), state="paused", pause_reason=reason):
-                jobrepo.log_event(ctx.control, venue.id, f"paused: {reason}", job_id=job.id, chunk_id=chunk_id)
+                jobrepo.log_event(ctx.control, venue.id, f"paused: {reason}", job_id=job.id, chunk_id=chunk.id)
             raise Paused(venue.id, reason, MAINTENANCE_RECHECK_S)
         if client is None:
             yield
             return
-        trading = trading_now(ctx, venue.id, at)
-        rows_per_s, max_chunks = get_limits(ctx.control, venue.id).for_mode(trading)
+        trading = bool(run.schedule and run.schedule.trading(_now(at), venue.timezone))
+        rows_per_s, max_chunks = run.limits.for_mode(trading)
         mode = "trading hours" if trading else "outside trading hours"
-        slot = f"{job.id}:{chunk_id}"
+        slot = f"{job.id}:{chunk.id}"
         if max_chunks and not ratelimit.acquire_slot(client, venue.id, slot, max_chunks,
                                                      max(ctx.settings.chunk_lease_s * 5, 300)):
             raise Paused(venue.id, f"{max_chunks} concurrent chunk(s) at most ({mode})", SLOT_RECHECK_S)

@@ -7,7 +7,9 @@ change made from the CLI applies from the next chunk on every machine.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -100,7 +102,12 @@ def hours_text(control: Engine, venue_id: str) -> tuple[str | None, dict[str, st
         rows = conn.execute(sa.select(venue_hours_exceptions.c.day, venue_hours_exceptions.c.hours)
                             .where(venue_hours_exceptions.c.venue_id == venue_id)
                             .order_by(venue_hours_exceptions.c.day)).all()
-    return week, {_date(day).isoformat(): hours for day, hours in rows}
+    return week, exceptions_by_day(rows)
+
+
+def exceptions_by_day(rows: Iterable[Any]) -> dict[str, str]:
+    """Stored (day, hours) exception rows as {YYYY-MM-DD: hours}."""
+    return {_date(day).isoformat(): hours for day, hours in rows}
 
 
 def load_schedule(control: Engine, venue_id: str) -> Schedule | None:
@@ -199,7 +206,10 @@ def list_windows(control: Engine, venue_id: str | None = None, open_only: bool =
 
 
 def _window(row: sa.Row) -> MaintenanceWindow:  # type: ignore[type-arg]
-    m = row._mapping
+    return window_from_mapping(row._mapping)
+
+
+def window_from_mapping(m: Mapping[Any, Any]) -> MaintenanceWindow:
     started = as_utc(m["started_at"])
     assert started is not None
     return MaintenanceWindow(m["id"], m["venue_id"], m["reason"], m["started_by"], started, as_utc(m["ended_at"]))

@@ -3,6 +3,7 @@ processes, one resync per venue under 20 simultaneous CLI calls, trading hours a
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import subprocess
@@ -16,7 +17,7 @@ import redis
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from cloudsync import guards, resync
+from cloudsync import chunk_run, guards, resync
 from cloudsync.access.staff import init_admin
 from cloudsync.cli import cli
 from cloudsync.control import jobs as jobrepo
@@ -384,7 +385,8 @@ def test_a_stale_lease_holder_is_refused_and_an_ended_jobs_lease_is_taken_over(r
     assert lease.holder(ctx.redis, "v1") == (None, None)  # released on cancel
     resync.resume_job(ctx, job_id)  # a new fencing token on the job row
     assert resync.run_chunk(ctx, job_id, chunk_ids[1], owner="w2").ran  # takes the lease with it
-    with pytest.raises(StaleFence), guards.chunk_guard(ctx, stale, chunk_ids[2]):
+    stale_run = dataclasses.replace(chunk_run.load(ctx.control, job_id, chunk_ids[2]), job=stale)
+    with pytest.raises(StaleFence), guards.chunk_guard(ctx, stale_run):
         pytest.fail("a stale holder got through")
     assert jobrepo.get_chunk(ctx.control, chunk_ids[2]).state == "pending"
     # a lease whose job ended without releasing it (a planning failure, a lost message) is taken over
