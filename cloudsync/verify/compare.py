@@ -11,11 +11,12 @@ Only those small ranges are reported, and only they are resynced by a repair.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -26,15 +27,22 @@ from cloudsync.control.venues import Venue, get_venue, resolve_tables
 from cloudsync.db import target_errors
 from cloudsync.keys import Key, decode_key, encode_key, format_key
 from cloudsync.resync import venue_source
-from cloudsync.verify.rangehash import RangeSide, RangeSum, source_side, target_side
+from cloudsync.verify.rangehash import RangeSide, RangeSum, pair_hashers, source_side, target_side
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[dict[str, Any]], None]
+_T = TypeVar("_T")
 
-#: rows per top-level range when neither the venue nor the settings say otherwise
 DEFAULT_FANOUT = 16
 DEFAULT_LEAF_ROWS = 256
+#: rows per top-level range unless told: small, so a differing one is narrowed in one more step (all
+#: top-level ranges cost one pass per side, however many there are)
+DEFAULT_RANGE_ROWS = 4096
+#: at most this many top-level ranges (one grouped query per side computes them all)
+MAX_TOP_RANGES = 1024
+#: differing ranges narrowed at the same time (each waits on its databases, not on this process)
+RANGE_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -118,38 +126,64 @@ class _Compare:
     fanout: int
     leaf_rows: int
     where: str
-    pool: ThreadPoolExecutor
+    pool: ThreadPoolExecutor  # runs the cloud side's query while the venue's runs in the calling thread
+    extent: tuple[int, int] | None = None  # a single integer key: smallest and largest key on either side
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def sums(self, lo: Key | None, hi: Key | None) -> tuple[RangeSum, RangeSum]:
-        """Both sides' checksums of (lo, hi], computed at the same time (they are different databases)."""
-        self.report.queries += 2
-        target = self.pool.submit(self.dst.range_sum, lo, hi)
-        return self.src.range_sum(lo, hi), target.result()
+    def both(self, on_source: Callable[[], _T], on_target: Callable[[], _T]) -> tuple[_T, _T]:
+        """Run one query on each side at the same time (they are different databases)."""
+        target = self.pool.submit(on_target)
+        return on_source(), target.result()
 
-    def narrow(self, lo: Key | None, hi: Key | None, s: RangeSum, t: RangeSum) -> None:
+    def sums(self, lo: Key | None, hi: Key | None, bounds: list[Key]) -> list[tuple[RangeSum, RangeSum]]:
+        """Both sides' checksums of (lo, b1], (b1, b2], …, (bn, hi]: one grouped query per side."""
+        with self.lock:
+            self.report.queries += 2
+        s, t = self.both(lambda: self.src.range_sums(lo, hi, bounds), lambda: self.dst.range_sums(lo, hi, bounds))
+        return list(zip(s, t, strict=True))
+
+    def points(self, lo: Key | None, hi: Key | None, s: RangeSum, t: RangeSum) -> list[Key]:
+        """Keys cutting (lo, hi] into about `fanout` parts: by value for an integer key (no query),
+        else every n-th key of the side with more rows (from its key index)."""
+        if self.extent is not None:
+            a = int(lo[0]) if lo is not None else self.extent[0] - 1
+            b = int(hi[0]) if hi is not None else self.extent[1]
+            parts = min(self.fanout, b - a)
+            return [(a + (b - a) * i // parts,) for i in range(1, parts)] if parts > 1 else []
+        side = self.src if s.rows >= t.rows else self.dst
+        return side.split_points(lo, hi, max(s.rows, t.rows), self.fanout)
+
+    def narrow(self, lo: Key | None, hi: Key | None, s: RangeSum, t: RangeSum) -> list[RangeDiff]:
         """`(lo, hi]` differs: cut it until the parts are small, then count row by row."""
-        rows = max(s.rows, t.rows)
-        if rows > self.leaf_rows:
-            side = self.src if s.rows >= t.rows else self.dst
-            points = side.split_points(lo, hi, rows, self.fanout)
+        if max(s.rows, t.rows) > self.leaf_rows:
+            points = self.points(lo, hi, s, t)
             if points:
                 edges = [lo, *points, hi]
-                for a, b in zip(edges, edges[1:], strict=False):
-                    ps, pt = self.sums(a, b)
+                found: list[RangeDiff] = []
+                for (a, b), (ps, pt) in zip(zip(edges, edges[1:], strict=False), self.sums(lo, hi, points),
+                                            strict=True):
                     if ps != pt:
-                        self.narrow(a, b, ps, pt)
-                return
-        self.leaf(lo, hi, s, t)
+                        found += self.narrow(a, b, ps, pt)
+                return found
+        return [self.leaf(lo, hi, s, t)]
 
-    def leaf(self, lo: Key | None, hi: Key | None, s: RangeSum, t: RangeSum) -> None:
-        src, dst = self.src.row_digests(lo, hi), self.dst.row_digests(lo, hi)
+    def leaf(self, lo: Key | None, hi: Key | None, s: RangeSum, t: RangeSum) -> RangeDiff:
+        src, dst = self.both(lambda: self.src.row_digests(lo, hi), lambda: self.dst.row_digests(lo, hi))
         missing = sum(1 for k in src if k not in dst)
         extra = sum(1 for k in dst if k not in src)
         different = sum(1 for k, h in src.items() if k in dst and dst[k] != h)
         diff = RangeDiff(self.table, lo, hi, s.rows, t.rows, missing, extra, different)
         log.info("%s table=%s keys %s differ: %d missing, %d extra, %d different", self.where, self.table,
                  diff.describe(), missing, extra, different)
-        self.report.diffs.append(diff)
+        return diff
+
+
+def _value_bounds(extent: tuple[int, int], rows_per_range: int) -> list[Key]:
+    """Boundaries cutting the integer keys [low, high] into ranges of about `rows_per_range` keys."""
+    low, high = extent
+    span = high - low + 1
+    parts = max(min(-(-span // max(rows_per_range, 1)), MAX_TOP_RANGES), 1)
+    return [(low - 1 + span * i // parts,) for i in range(1, parts)]
 
 
 def verify_table(ctx: Context, venue: Venue, name: str, *, chunk_rows: int | None = None,
@@ -167,39 +201,47 @@ def verify_table(ctx: Context, venue: Venue, name: str, *, chunk_rows: int | Non
     cloud = target.cloud_table(table)
     report = TableReport(name)
     batch = ctx.settings.read_batch_rows
-    explicit = ranges is not None
-    if ranges is None:
-        rows_per_range = int(chunk_rows or venue.chunk_rows or ctx.settings.chunk_rows)
-        count, bounds = source.plan(table, rows_per_range)
-        edges: list[Key | None] = [None, *bounds, None]
-        ranges = list(zip(edges, edges[1:], strict=False))
-    else:
-        count = 0
-    report.source_rows = count
     where = f"venue={venue.id} verify"
     if not _cloud_table_exists(target.engine, cloud):
-        report.method = "-"
+        count = source.count(table)
+        report.source_rows, report.method = count, "-"
         report.diffs.append(RangeDiff(name, None, None, count, 0, count, 0, 0))
         report.elapsed_s = time.monotonic() - started
         return report
     src = source_side(source, table, batch, force_python)
     dst = target_side(target, cloud, venue.id, [c.name for c in table.columns], batch, force_python)
+    pair_hashers(src, dst)
     report.method = f"{src.method}/{dst.method}"
-    report.ranges = len(ranges)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-cloud") as pool:
+    with ThreadPoolExecutor(max_workers=RANGE_THREADS, thread_name_prefix="verify-cloud") as pool, \
+            ThreadPoolExecutor(max_workers=RANGE_THREADS, thread_name_prefix="verify-range") as narrowing:
         work = _Compare(name, src, dst, report, max(fanout, 2), max(leaf_rows, 1), where, pool)
-        for lo, hi in ranges:
-            s, t = work.sums(lo, hi)
-            report.target_rows += t.rows
-            if explicit:
-                report.source_rows += s.rows
-            if s != t:
-                work.narrow(lo, hi, s, t)
-            if progress:
-                progress({"table": name, "rows": s.rows, "ranges_done": 1})
+        if ranges is not None:  # given ranges (not adjacent): each summed on its own, several at once
+            pairs = list(ranges)
+            sums = list(narrowing.map(lambda r: work.sums(r[0], r[1], [])[0], pairs))
+        else:
+            rows_per_range = int(chunk_rows or DEFAULT_RANGE_ROWS)
+            if src.integer_key and dst.integer_key:  # cut by key value: no planning pass over the key index
+                extents = [e for e in work.both(src.key_extent, dst.key_extent) if e is not None]
+                if extents:
+                    work.extent = (min(e[0] for e in extents), max(e[1] for e in extents))
+                bounds = _value_bounds(work.extent, rows_per_range) if work.extent else []
+            else:
+                bounds = source.plan(table, rows_per_range)[1]
+            edges: list[Key | None] = [None, *bounds, None]
+            pairs = list(zip(edges, edges[1:], strict=False))
+            sums = work.sums(None, None, bounds)
+        report.ranges = len(pairs)
+        report.source_rows = sum(s.rows for s, _ in sums)
+        report.target_rows = sum(t.rows for _, t in sums)
+        if progress:
+            progress({"table": name, "rows": report.source_rows, "ranges_done": len(pairs)})
+        narrowed = [narrowing.submit(work.narrow, lo, hi, s, t) for (lo, hi), (s, t) in zip(pairs, sums, strict=True)
+                    if s != t]
+        for future in narrowed:
+            report.diffs += future.result()
     report.elapsed_s = time.monotonic() - started
-    log.info("%s table=%s: %d rows, %d ranges, %d differing, %d queries (%s) in %.2fs", where, name, count,
-             report.ranges, len(report.diffs), report.queries, report.method, report.elapsed_s)
+    log.info("%s table=%s: %d rows, %d ranges, %d differing, %d queries (%s) in %.2fs", where, name,
+             report.source_rows, report.ranges, len(report.diffs), report.queries, report.method, report.elapsed_s)
     return report
 
 

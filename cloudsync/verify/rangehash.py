@@ -9,12 +9,24 @@ decimals without trailing zeros, timestamps in UTC as `YYYY-MM-DD HH:MM:SS.fffff
 binary as `\\x` + hex, NULL as its own marker, fields joined by U+001F and hashed as UTF-8 bytes.
 A table with a column whose type a dialect cannot normalise exactly (floats on MariaDB, JSON, time)
 is hashed in Python on that side, as is every table on SQLite: the digests are the same either way.
+
+PostgreSQL to PostgreSQL (the usual venue-to-cloud pair when both are PostgreSQL) skips the text
+normalisation and MD5: both sides hash each row with PostgreSQL's own 64-bit type hashes
+(`hash_record_extended` over the row, mixed per row by `hashtextextended` so a sum cannot be fooled by
+values swapped between rows), about 4 times cheaper. Both sides must use it or neither:
+`pair_hashers` chooses it only when every column has the same kind on both sides, a kind whose
+PostgreSQL hash depends only on the value (not enums, money, json, collations), the servers are 14 or
+later and share an encoding; otherwise the pair keeps the normalised MD5 that agrees across dialects.
+
+Many ranges are summed in one query per side (`RangeSide.range_sums`): each row's range is found by a
+binary search of CASE expressions over the boundaries, and rows are grouped by it.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -209,6 +221,94 @@ class MariaDBRowHash(RowHashSQL):
         return sa.cast(sa.func.conv(hex16, 16, 10), mysql.INTEGER(unsigned=True))
 
 
+class PgNativeRowHash(RowHashSQL):
+    """PostgreSQL's own type hashes over the row; only ever used on both sides of a PostgreSQL pair.
+
+    `hash_record_extended` combines the columns' 64-bit hashes linearly, so the row's value is put
+    through `hashtextextended` once more before summing: a table's sum then depends on which values
+    share a row, not just on each column's multiset of values.
+    """
+
+    name = "pg-native"
+
+    def piece(self, col: ColumnElement[Any], kind: ColumnKind) -> ColumnElement[Any] | None:
+        return col if kind.kind in NATIVE_KINDS else None
+
+    def digest(self, pieces: list[ColumnElement[Any]]) -> ColumnElement[Any]:
+        record = sa.func.hash_record_extended(sa.func.row(*pieces), sa.literal_column("0"))
+        return sa.func.hashtextextended(sa.cast(record, sa.Text), sa.literal_column("0"))
+
+
+#: kinds whose PostgreSQL hash is a function of the value alone, the same for every type of the kind
+#: (int2/int4/int8 hash alike; numeric ignores scale; timestamps hash their instant; text its bytes)
+NATIVE_KINDS = frozenset({"text", "char", "int", "bool", "decimal", "float", "datetime", "datetimetz", "date",
+                          "binary", "uuid"})
+NATIVE_MIN_VERSION = (14,)  # hash_record_extended
+
+
+def _native_column(col: sa.Column[Any]) -> str | None:
+    """The column's kind if PostgreSQL's native hash of it can be compared with another server's."""
+    col_type = col.type
+    if isinstance(col_type, (sa.Enum, TypeDecorator)) or getattr(col_type, "collation", None):
+        return None  # enums hash their OID; a collation may hash a sort key
+    kind = column_kind(col_type).kind
+    return kind if kind in NATIVE_KINDS else None
+
+
+_server_facts: dict[str, tuple[tuple[int, ...], str]] = {}
+_facts_lock = threading.Lock()
+
+
+def _pg_facts(engine: Engine, errors: Callable[[], AbstractContextManager[None]]) -> tuple[tuple[int, ...], str]:
+    """(server version, server encoding) of a PostgreSQL engine, asked once per database."""
+    where = str(engine.url)
+    with _facts_lock:
+        known = _server_facts.get(where)
+    if known is not None:
+        return known
+    with errors(), engine.connect() as conn:
+        encoding = str(conn.execute(sa.text("SHOW server_encoding")).scalar_one())
+        version = tuple(int(v) for v in engine.dialect.server_version_info or (0,) if isinstance(v, int))
+    with _facts_lock:
+        _server_facts[where] = (version, encoding.upper())
+    return version, encoding.upper()
+
+
+def pair_hashers(src: RangeSide, dst: RangeSide) -> bool:
+    """Switch both sides to PostgreSQL's native row hash where they can agree on it. True if switched."""
+    if src.forced_python or dst.forced_python:
+        return False
+    if src.engine.dialect.name != "postgresql" or dst.engine.dialect.name != "postgresql":
+        return False
+    if len(src.columns) != len(dst.columns):
+        return False
+    for a, b in zip(src.columns, dst.columns, strict=True):
+        kind = _native_column(a)
+        if kind is None or kind != _native_column(b):
+            return False
+    facts = [_pg_facts(side.engine, side._errors) for side in (src, dst)]
+    if any(version < NATIVE_MIN_VERSION for version, _ in facts) or facts[0][1] != facts[1][1]:
+        return False
+    native = PgNativeRowHash()
+    src.use_hasher(native)
+    dst.use_hasher(native)
+    return True
+
+
+def bucket_of(key_columns: Sequence[ColumnElement[Any]], bounds: Sequence[Key]) -> ColumnElement[Any]:
+    """The index of the range (bounds[i-1], bounds[i]] a row's key falls in (0 … len(bounds)), by a
+    binary search of nested CASE expressions: log2(len(bounds)) key comparisons per row."""
+
+    def node(first: int, last: int) -> ColumnElement[Any]:
+        if first == last:
+            return sa.literal_column(str(first))
+        mid = (first + last) // 2
+        return sa.case((keys.at_or_before(key_columns, bounds[mid]), node(first, mid)),
+                       else_=node(mid + 1, last))
+
+    return node(0, len(bounds))
+
+
 def _registry() -> dict[str, RowHashSQL]:
     from cloudsync.dialects.mssql.checksum import MssqlRowHash
 
@@ -225,6 +325,13 @@ def hasher_for(dialect: str) -> RowHashSQL | None:
     if _HASHERS is None:
         _HASHERS = _registry()
     return _HASHERS.get(dialect)
+
+
+def _no_jit(conn: sa.Connection) -> None:
+    """PostgreSQL compiles expressions of costly queries with LLVM first; for a checksum that costs more
+    than it saves (a CASE over a thousand range boundaries takes seconds to compile), so not here."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SET LOCAL jit = off"))
 
 
 # -- one side of a comparison ------------------------------------------------------------------------
@@ -246,13 +353,20 @@ class RangeSide:
         self._read = read
         names = [c.name for c in self.columns]
         self._key_idx = [names.index(c.name) for c in self.key_columns]
-        hasher = None if force_python else hasher_for(engine.dialect.name)
-        self._hasher = hasher
-        self._digest = hasher.row_digest(self.columns) if hasher is not None else None
+        self.forced_python = force_python
+        self._hasher: RowHashSQL | None = None
+        self._digest: ColumnElement[Any] | None = None
+        self.use_hasher(None if force_python else hasher_for(engine.dialect.name))
+
+    def use_hasher(self, hasher: RowHashSQL | None) -> None:
+        digest = hasher.row_digest(self.columns) if hasher is not None else None
+        self._hasher, self._digest = (hasher, digest) if digest is not None else (None, None)
 
     @property
     def method(self) -> str:
-        return "sql" if self._digest is not None else "python"
+        if self._digest is None:
+            return "python"
+        return "pg-native" if isinstance(self._hasher, PgNativeRowHash) else "sql"
 
     def _where(self, lo: Key | None, hi: Key | None) -> ColumnElement[bool]:
         return sa.and_(*self.filters, keys.in_range(self.key_columns, lo, hi))
@@ -268,8 +382,37 @@ class RangeSide:
         stmt = sa.select(sa.func.count(), self._hasher.total(self._digest)).select_from(self.table).where(
             self._where(lo, hi))
         with self._errors(), self.engine.connect() as conn:
+            _no_jit(conn)
             count, total = conn.execute(stmt).one()
         return RangeSum(int(count), int(total or 0) % MOD_64)
+
+    def range_sums(self, lo: Key | None, hi: Key | None, bounds: Sequence[Key]) -> list[RangeSum]:
+        """Checksums of the consecutive ranges (lo, b1], (b1, b2], …, (bn, hi]: one query, one pass."""
+        if not bounds:
+            return [self.range_sum(lo, hi)]
+        edges = [lo, *bounds, hi]
+        if self._digest is None or self._hasher is None:
+            return [self.range_sum(a, b) for a, b in zip(edges, edges[1:], strict=False)]
+        inner = sa.select(bucket_of(self.key_columns, bounds).label("cs_b"), self._digest.label("cs_d")).select_from(
+            self.table).where(self._where(lo, hi)).subquery("cs_g")
+        stmt = sa.select(inner.c.cs_b, sa.func.count(), self._hasher.total(inner.c.cs_d)).group_by(inner.c.cs_b)
+        found: dict[int, RangeSum] = {}
+        with self._errors(), self.engine.connect() as conn:
+            _no_jit(conn)
+            for bucket, count, total in conn.execute(stmt):
+                found[int(bucket)] = RangeSum(int(count), int(total or 0) % MOD_64)
+        return [found.get(i, RangeSum(0, 0)) for i in range(len(bounds) + 1)]
+
+    def key_extent(self) -> tuple[int, int] | None:
+        """(smallest, largest) key of a single integer key (from the key index), None when empty."""
+        stmt = sa.select(sa.func.min(self.key_columns[0]), sa.func.max(self.key_columns[0])).where(*self.filters)
+        with self._errors(), self.engine.connect() as conn:
+            low, high = conn.execute(stmt).one()
+        return None if low is None else (int(low), int(high))
+
+    @property
+    def integer_key(self) -> bool:
+        return len(self.key_columns) == 1 and column_kind(self.key_columns[0].type).kind == "int"
 
     def row_digests(self, lo: Key | None, hi: Key | None) -> dict[NormKey, int]:
         """Every row in the range: its normalised key → its digest (for counting missing/extra/different)."""
@@ -281,6 +424,7 @@ class RangeSide:
             return out
         stmt = sa.select(*self.key_columns, self._digest).where(self._where(lo, hi))
         with self._errors(), self.engine.connect() as conn:
+            _no_jit(conn)
             for row in conn.execute(stmt):
                 out[tuple(normalise(v) for v in row[:-1])] = int(row[-1]) % MOD_64
         return out

@@ -130,12 +130,50 @@ def test_equal_rows_hash_equally_on_every_pair_of_dialects(pg_db, mysql_db, odbc
     whole = {name: side.range_sum(None, None) for name, side in sides.items()}
     parts = {name: side.range_sum((2,), (4,)) for name, side in sides.items()}
     digests = {name: side.row_digests(None, None) for name, side in sides.items()}
+    # many ranges in one grouped query (bounds on existing keys, an empty range, one past the last key)
+    bounds = [(1,), (2,), (4,), (9,)]
+    grouped = {name: side.range_sums(None, None, bounds) for name, side in sides.items()}
     for (a, sa_), (b, sb) in itertools.combinations(whole.items(), 2):
         assert sa_ == sb, f"{a} and {b} disagree on the whole table"
         assert parts[a] == parts[b], f"{a} and {b} disagree on keys (2, 4]"
         assert digests[a] == digests[b], f"{a} and {b} disagree row by row"
+        assert grouped[a] == grouped[b], f"{a} and {b} disagree on grouped ranges"
     assert digests["postgresql"] == expected_rows  # and all agree with the Python normaliser
     assert whole["postgresql"].rows == 5 and parts["postgresql"].rows == 2
+    edges = [None, *bounds, None]
+    one_by_one = [sides["postgresql"].range_sum(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False)]
+    assert grouped["postgresql"] == one_by_one and [g.rows for g in one_by_one] == [1, 1, 2, 1, 0]
+    assert grouped["mariadb"] == [sides["mariadb"].range_sum(lo, hi) for lo, hi in zip(edges, edges[1:],
+                                                                                       strict=False)]
+
+
+def test_postgresql_pair_hashes_natively_and_sees_what_the_normalised_hash_sees(pg_db, sqlite_db):
+    """PostgreSQL on both sides: PostgreSQL's own type hashes, chosen only where both sides can agree."""
+    from cloudsync.verify.rangehash import pair_hashers
+
+    venue_dsn, cloud_dsn = pg_db(), pg_db()
+    venue, cloud = _side(venue_dsn), _side(cloud_dsn)
+    assert pair_hashers(venue, cloud) and venue.method == cloud.method == "pg-native"
+    native = {"whole": venue.range_sum(None, None), "parts": venue.range_sums(None, None, [(2,), (4,)]),
+              "rows": venue.row_digests(None, None)}
+    assert native == {"whole": cloud.range_sum(None, None), "parts": cloud.range_sums(None, None, [(2,), (4,)]),
+                      "rows": cloud.row_digests(None, None)}
+    assert native["whole"].rows == 5 and [p.rows for p in native["parts"]] == [2, 2, 1]
+    with cloud.engine.begin() as conn:  # values swapped between two rows: every column's multiset is unchanged
+        conn.execute(sa.text("UPDATE hashcheck SET whole = CASE id WHEN 1 THEN 42 ELSE 100 END WHERE id IN (1, 5)"))
+    assert cloud.range_sum(None, None) != venue.range_sum(None, None)
+    after = cloud.range_sums(None, None, [(2,), (4,)])
+    assert [a == b for a, b in zip(after, native["parts"], strict=True)] == [False, True, False]
+    changed = {k for k, h in cloud.row_digests(None, None).items() if native["rows"][k] != h}
+    assert changed == {("1",), ("5",)}
+
+    # never across dialects, never where a column's kind differs, never when one side is forced to Python
+    assert not pair_hashers(_side(venue_dsn, load=False), _side(cloud_dsn, force_python=True, load=False))
+    assert not pair_hashers(_side(venue_dsn, load=False), _side(sqlite_db()))
+    with cloud.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE hashcheck ALTER COLUMN name TYPE char(100)"))
+    venue, cloud = _side(venue_dsn, load=False), _side(cloud_dsn, load=False)
+    assert not pair_hashers(venue, cloud) and (venue.method, cloud.method) == ("sql", "python")  # char(n): padding
 
 
 # -- damaged tables: verify finds exactly the damage, repair fixes it ---------------------------------
@@ -264,7 +302,10 @@ def test_pg_to_pg_repair_job_runs_on_real_workers_through_the_cli(tmp_path, redi
     report = compare.verify_venue(ctx, "v1", chunk_rows=RANGE_ROWS)
     assert_found_exactly(report, "ledger", faults)
     assert report.tables[0].ranges == -(-LEDGER_ROWS // RANGE_ROWS)
-    assert report.tables[0].method == "sql/sql"
+    assert report.tables[0].method == "pg-native/pg-native"
+    assert report.tables[0].queries <= 2 * (1 + 3 * 2)  # all ranges at once, then one step and a leaf per fault
+    normalised = compare.verify_venue(ctx, "v1", chunk_rows=RANGE_ROWS, force_python=True)
+    assert [d.as_dict() for d in normalised.diffs] == [d.as_dict() for d in report.diffs]
 
     workers(ctx.settings, redis_url, count=1, concurrency=2)
     make_staff(ctx, "ops", "2468", ["cloud.resync"])  # --repair needs cloud.resync
@@ -323,8 +364,8 @@ def test_verify_cli_reports_ranges_in_colour_and_refuses_bad_input(sqlite_db, ma
     assert drift.exit_code == 1, drift.output
     assert "\x1b[33m\x1b[1m3 range(s) differ" in drift.output  # yellow, bold
     assert drift.output.count("\x1b[31mkeys (") == 3  # each range in red
-    lost = ",".join(str(v) for v in faults["missing"])
-    assert any(lost in line and "missing 1, extra 0, different 0" in line for line in drift.output.splitlines())
+    lines = [line for line in drift.output.splitlines() if "missing 1, extra 0, different 0" in line]
+    assert len(lines) == 1, drift.output
     assert "\x1b[32mmatches" in drift.output.split("products")[1]
 
     for args, message in [(["verify", "nope"], "unknown venue: nope"),
@@ -338,6 +379,8 @@ def test_verify_cli_reports_ranges_in_colour_and_refuses_bad_input(sqlite_db, ma
                                .order_by(sync_runs.c.id)).scalars().all()
     assert [d["drift"] for d in details][:2] == [False, True]
     assert len(details[1]["ranges"]) == 3
+    (lost,) = [compare.RangeDiff.from_dict(r) for r in details[1]["ranges"] if r["missing"] == 1]
+    assert _contains(lost, faults["missing"]) and lost.describe() in lines[0]  # the line names the lost row's range
 
 
 def test_nightly_verifies_every_active_venue_and_records_drift_and_failures(sqlite_db, make_ctx, make_venue):

@@ -35,6 +35,34 @@ def test_tsql_row_digest_is_a_hashbytes_md5_over_utf8_bytes_of_every_column():
     assert "[LocationId] > 1 OR [TransactionLines].[LocationId] = 1 AND [TransactionLines].[TxnId] > 100" in sql
 
 
+def test_tsql_range_sums_group_by_a_binary_search_over_the_bounds_in_a_derived_table():
+    sql = tsql_statements()["range_sums"]
+    tree = sqlglot.parse_one(sql, read="tsql")
+    assert isinstance(tree, sqlglot.exp.Select) and tree.args.get("group")
+    # SQL Server compares GROUP BY expressions textually: the bucket is grouped by its derived column
+    assert "GROUP BY cs_g.cs_b" in sql
+    assert sql.count("CASE WHEN") == 4  # four bounds: a nested CASE per split, log2 comparisons per row
+    assert "DECIMAL(20, 0)" in sql and "hashbytes('MD5'" in sql
+
+
+def test_bucket_of_numbers_the_ranges_in_key_order():
+    """The nested CASE assigns each key to the range (bounds[i-1], bounds[i]] (checked on SQLite)."""
+    from cloudsync.verify.rangehash import bucket_of
+
+    engine = sa.create_engine("sqlite://")
+    t = sa.Table("k", sa.MetaData(), sa.Column("a", sa.Integer, primary_key=True),
+                 sa.Column("b", sa.Integer, primary_key=True))
+    rows = [{"a": a, "b": b} for a in range(4) for b in range(5)]
+    bounds = [(0, 4), (1, 2), (1, 3), (3, 0)]
+    with engine.begin() as conn:
+        t.create(conn)
+        conn.execute(t.insert(), rows)
+        stmt = sa.select(t.c.a, t.c.b, bucket_of([t.c.a, t.c.b], bounds).label("bucket"))
+        got = {(r.a, r.b): r.bucket for r in conn.execute(stmt)}
+    expected = {(r["a"], r["b"]): sum(1 for bound in bounds if bound < (r["a"], r["b"])) for r in rows}
+    assert got == expected and set(got.values()) == {0, 1, 2, 3, 4}
+
+
 def test_tsql_falls_back_to_python_for_a_float_column():
     t = sa.Table("t", sa.MetaData(), sa.Column("id", mssql.INTEGER, primary_key=True), sa.Column("x", mssql.FLOAT))
     assert MssqlRowHash().row_digest(list(t.columns)) is None

@@ -96,6 +96,7 @@ def render(stmt: sa.ClauseElement) -> str:
 def tsql_statements() -> dict[str, str]:
     """The range checksum and row digest statements as SQL Server receives them (for the T-SQL tests)."""
     from cloudsync import keys
+    from cloudsync.verify.rangehash import bucket_of
 
     table = example_table()
     hasher = MssqlRowHash()
@@ -106,7 +107,13 @@ def tsql_statements() -> dict[str, str]:
     rn = sa.func.row_number().over(order_by=pk).label("cs_rn")
     inner = sa.select(*pk, rn).where(where).subquery("cs_split")
     outer = [inner.c[c.name] for c in pk]
+    bounds = [(1, 900), (2, 100), (2, 2500), (2, 4000)]
+    grouped = sa.select(bucket_of(pk, bounds).label("cs_b"), digest.label("cs_d")).select_from(table).where(
+        where).subquery("cs_g")
     return {
+        "range_sums": render(sa.select(grouped.c.cs_b, sa.func.count(), hasher.total(grouped.c.cs_d))
+                             .group_by(grouped.c.cs_b)),
+        "key_extent": render(sa.select(sa.func.min(pk[1]), sa.func.max(pk[1]))),
         "range_sum": render(sa.select(sa.func.count(), hasher.total(digest)).select_from(table).where(where)),
         "row_digests": render(sa.select(*pk, digest).where(where)),
         "split_points": render(sa.select(*outer).where(inner.c.cs_rn % 4 == 0, inner.c.cs_rn < 16).order_by(*outer)),
