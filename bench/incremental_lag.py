@@ -13,7 +13,8 @@ Run it with one command (needs the PostgreSQL and Redis of docker-compose / the 
    reported as p50 / p95 / max over every transaction.
 2. Idle cost. 500 venues with a change feed and the default interval (60 s), nothing changing at the
    source: CPU time used by the beat process and by the worker (parent and pool children) over a
-   window, as a percentage of one core. Every venue is still visited once a minute (counted).
+   window, as a percentage of one core. Every venue is still visited once a minute (counted); the
+   dispatcher sends the due venues in batches (`cloudsync.incremental.sync_batch`).
 
 The 499 extra venues share the first venue's database and get their feed position directly (a full
 resync of each would only make the set-up slower; the measured path is the same). Everything the

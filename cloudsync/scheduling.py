@@ -38,13 +38,13 @@ VENUES_TTL_S = 5.0  # the venue list is re-read (and the schedule refreshed) thi
 MAX_DUE_PER_TICK = 1000
 BATCH_VENUES = 25  # venues per batched sync: an idle one costs a few ms, so a batch takes well under 1 s
 
-# Atomically: the venues due by ARGV[1], each moved on by its interval, so two dispatchers never both
-# take one. Cost is O(due), not O(venues): an idle tick reads nothing.
+# Atomically: the venues due by ARGV[1], each moved on by its interval from ARGV[3] (now), so two
+# dispatchers never both take one. Cost is O(due), not O(venues): an idle tick reads nothing.
 _CLAIM_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(due) do
   local iv = tonumber(redis.call('HGET', KEYS[2], id) or '60')
-  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + iv, id)
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[3]) + iv, id)
 end
 return due
 """
@@ -99,7 +99,10 @@ def due_venues(ctx: Context) -> list[str]:
     if not rows:
         return []
     now = time.time()
-    due = [_text(d) for d in ctx.redis.eval(_CLAIM_DUE, 2, DUE_KEY, INTERVALS_KEY, now, MAX_DUE_PER_TICK)]
+    # half a tick early rather than a whole tick late: ticks jitter, and a venue due a few ms after a
+    # tick would otherwise wait for the next one (a 1 s interval would run every 2 s)
+    horizon = now + ctx.settings.dispatch_interval_ms / 2000
+    due = [_text(d) for d in ctx.redis.eval(_CLAIM_DUE, 2, DUE_KEY, INTERVALS_KEY, horizon, MAX_DUE_PER_TICK, now)]
     trading_now = None
     for venue_id in due:
         closed = ((rows.get(venue_id) or {}).get("feed_options") or {}).get("closed_interval_s")

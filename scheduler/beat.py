@@ -5,10 +5,13 @@ exactly one process, not celery-redbeat with a standby. A second beat would only
 and every entry here is safe against that anyway, so a standby buys little:
 
 - `dispatch` (every `dispatch_interval_ms`, at most a second): enqueues the incremental sync of each
-  active venue with a change feed whose `venues.sync_interval_s` has elapsed. The slot is claimed in
-  Redis with `SET NX PX interval`, so two dispatchers cannot both enqueue a venue; the sync itself
-  takes the venue's lock, so two syncs of a venue never run at once; outside trading hours a venue
-  with a `closed_interval_s` feed option runs less often (`cloudsync.guards.trading_now`).
+  active venue with a change feed whose `venues.sync_interval_s` has elapsed, in batches of up to
+  `cloudsync.scheduling.BATCH_VENUES` venues per `cloudsync.incremental.sync_batch` message (an idle
+  venue's sync costs less than Celery's handling of one message; a venue lately slow in a batch is
+  sent alone). The due venues are claimed atomically in Redis (a Lua script over a sorted set of
+  next-due times), so two dispatchers cannot both enqueue a venue; the sync itself takes the venue's
+  lock, so two syncs of a venue never run at once; outside trading hours a venue with a
+  `closed_interval_s` feed option runs less often (`cloudsync.guards.trading_now`).
 - `reap` (every 30 s): re-sends resync chunks whose lease expired (worker died) and pending chunks
   of a running job that made no progress for five leases (message lost), and plans or finishes that
   never ran. A chunk's lease and fencing token in the control database make a duplicate harmless.
