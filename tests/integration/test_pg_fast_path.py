@@ -62,6 +62,11 @@ def test_copy_text_pass_through_and_populated_resync(pg_db, make_ctx, target_equ
         conn.execute(sa.text("DELETE FROM lines WHERE txn % 7 = 0"))
         conn.execute(sa.text("UPDATE lines SET note = note || ' ✓', ok = NOT ok WHERE txn % 5 = 1"))
         conn.execute(sa.text("UPDATE readings SET value = value + 1 WHERE id % 4 = 0"))
+        # new rows inside ranges the cloud already holds (line 3 of existing transactions), and past the end
+        conn.execute(sa.text("INSERT INTO lines SELECT loc, txn, 3, amount + 1, 'added', at, NULL, true "
+                             "FROM lines WHERE line = 1 AND txn % 9 = 2"))
+        conn.execute(sa.text("INSERT INTO readings SELECT i, i, NULL FROM generate_series(1201, 1300) i"))
+        conn.execute(sa.text("DELETE FROM readings WHERE id % 11 = 0"))
     job = run_job_inline(ctx, resync.request_full_resync(ctx, VENUE))
     assert job.state == "done" and job.verification["match"], job.verification
     target_equals_source(ctx, VENUE)
