@@ -27,7 +27,7 @@ from cloudsync.control.venues import Venue, get_venue, resolve_tables
 from cloudsync.db import target_errors
 from cloudsync.keys import Key, decode_key, encode_key, format_key
 from cloudsync.resync import venue_source
-from cloudsync.verify.rangehash import RangeSide, RangeSum, pair_hashers, source_side, target_side
+from cloudsync.verify.rangehash import Cuts, EvenCuts, RangeSide, RangeSum, pair_hashers, source_side, target_side
 
 log = logging.getLogger(__name__)
 
@@ -135,21 +135,21 @@ class _Compare:
         target = self.pool.submit(on_target)
         return on_source(), target.result()
 
-    def sums(self, lo: Key | None, hi: Key | None, bounds: list[Key]) -> list[tuple[RangeSum, RangeSum]]:
+    def sums(self, lo: Key | None, hi: Key | None, cuts: Cuts) -> list[tuple[RangeSum, RangeSum]]:
         """Both sides' checksums of (lo, b1], (b1, b2], …, (bn, hi]: one grouped query per side."""
         with self.lock:
             self.report.queries += 2
-        s, t = self.both(lambda: self.src.range_sums(lo, hi, bounds), lambda: self.dst.range_sums(lo, hi, bounds))
+        s, t = self.both(lambda: self.src.range_sums(lo, hi, cuts), lambda: self.dst.range_sums(lo, hi, cuts))
         return list(zip(s, t, strict=True))
 
-    def points(self, lo: Key | None, hi: Key | None, s: RangeSum, t: RangeSum) -> list[Key]:
+    def points(self, lo: Key | None, hi: Key | None, s: RangeSum, t: RangeSum) -> Cuts:
         """Keys cutting (lo, hi] into about `fanout` parts: by value for an integer key (no query),
         else every n-th key of the side with more rows (from its key index)."""
         if self.extent is not None:
             a = int(lo[0]) if lo is not None else self.extent[0] - 1
             b = int(hi[0]) if hi is not None else self.extent[1]
             parts = min(self.fanout, b - a)
-            return [(a + (b - a) * i // parts,) for i in range(1, parts)] if parts > 1 else []
+            return EvenCuts(a + 1, b - a, parts) if parts > 1 else []
         side = self.src if s.rows >= t.rows else self.dst
         return side.split_points(lo, hi, max(s.rows, t.rows), self.fanout)
 
@@ -157,8 +157,9 @@ class _Compare:
         """`(lo, hi]` differs: cut it until the parts are small, then count row by row."""
         if max(s.rows, t.rows) > self.leaf_rows:
             points = self.points(lo, hi, s, t)
-            if points:
-                edges = [lo, *points, hi]
+            bounds = points.bounds if isinstance(points, EvenCuts) else points
+            if bounds:
+                edges = [lo, *bounds, hi]
                 found: list[RangeDiff] = []
                 for (a, b), (ps, pt) in zip(zip(edges, edges[1:], strict=False), self.sums(lo, hi, points),
                                             strict=True):
@@ -178,12 +179,11 @@ class _Compare:
         return diff
 
 
-def _value_bounds(extent: tuple[int, int], rows_per_range: int) -> list[Key]:
-    """Boundaries cutting the integer keys [low, high] into ranges of about `rows_per_range` keys."""
+def _value_cuts(extent: tuple[int, int], rows_per_range: int) -> EvenCuts:
+    """The integer keys [low, high] cut into ranges of about `rows_per_range` keys."""
     low, high = extent
     span = high - low + 1
-    parts = max(min(-(-span // max(rows_per_range, 1)), MAX_TOP_RANGES), 1)
-    return [(low - 1 + span * i // parts,) for i in range(1, parts)]
+    return EvenCuts(low, span, max(min(-(-span // max(rows_per_range, 1)), MAX_TOP_RANGES), 1))
 
 
 def verify_table(ctx: Context, venue: Venue, name: str, *, chunk_rows: int | None = None,
@@ -224,12 +224,12 @@ def verify_table(ctx: Context, venue: Venue, name: str, *, chunk_rows: int | Non
                 extents = [e for e in work.both(src.key_extent, dst.key_extent) if e is not None]
                 if extents:
                     work.extent = (min(e[0] for e in extents), max(e[1] for e in extents))
-                bounds = _value_bounds(work.extent, rows_per_range) if work.extent else []
+                cuts: Cuts = _value_cuts(work.extent, rows_per_range) if work.extent else []
             else:
-                bounds = source.plan(table, rows_per_range)[1]
-            edges: list[Key | None] = [None, *bounds, None]
+                cuts = source.plan(table, rows_per_range)[1]
+            edges: list[Key | None] = [None, *(cuts.bounds if isinstance(cuts, EvenCuts) else cuts), None]
             pairs = list(zip(edges, edges[1:], strict=False))
-            sums = work.sums(None, None, bounds)
+            sums = work.sums(None, None, cuts)
         report.ranges = len(pairs)
         report.source_rows = sum(s.rows for s, _ in sums)
         report.target_rows = sum(t.rows for _, t in sums)

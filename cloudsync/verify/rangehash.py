@@ -309,6 +309,41 @@ def bucket_of(key_columns: Sequence[ColumnElement[Any]], bounds: Sequence[Key]) 
     return node(0, len(bounds))
 
 
+@dataclass(frozen=True)
+class EvenCuts:
+    """Integer keys from `low` on, cut every `span / parts` values: the bounds `low - 1 + span*i // parts`
+    (i = 1 … parts-1), so a key's range is arithmetic instead of a search over the bounds."""
+
+    low: int
+    span: int
+    parts: int
+
+    #: beyond this, (key - low + 1) * parts could overflow a BIGINT: the bounds are searched instead
+    LIMIT = 1 << 62
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.parts <= self.span:
+            raise ValueError(f"cannot cut {self.span} keys into {self.parts} ranges")
+
+    @property
+    def bounds(self) -> list[Key]:
+        return [(self.low - 1 + self.span * i // self.parts,) for i in range(1, self.parts)]
+
+    def bucket(self, col: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+        """Range index of `col`: for x = key - low in [0, span), ((x + 1) * parts - 1) div span."""
+        if self.span * self.parts >= self.LIMIT:
+            return bucket_of([col], self.bounds)
+        scaled = (col - self.low + 1) * self.parts - 1
+        # integer division: truncating `/` on PostgreSQL, SQL Server and SQLite; MariaDB's `/` is decimal
+        quotient = scaled.op("DIV", precedence=8)(self.span) if dialect in ("mysql", "mariadb") else scaled // self.span
+        last = self.low + self.span - 1
+        return sa.case((col < self.low, sa.literal_column("0")),
+                       (col > last, sa.literal_column(str(self.parts - 1))), else_=quotient)
+
+
+Cuts = Sequence[Key] | EvenCuts
+
+
 def _registry() -> dict[str, RowHashSQL]:
     from cloudsync.dialects.mssql.checksum import MssqlRowHash
 
@@ -327,11 +362,20 @@ def hasher_for(dialect: str) -> RowHashSQL | None:
     return _HASHERS.get(dialect)
 
 
-def _no_jit(conn: sa.Connection) -> None:
-    """PostgreSQL compiles expressions of costly queries with LLVM first; for a checksum that costs more
-    than it saves (a CASE over a thousand range boundaries takes seconds to compile), so not here."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SET LOCAL jit = off"))
+def _plan_for_checksums(conn: sa.Connection, grouped: bool = False) -> None:
+    """PostgreSQL settings for this transaction's checksum query.
+
+    No JIT: compiling the expressions first costs more than it saves (a CASE over a thousand range
+    boundaries takes seconds to compile). Grouped by range, the planner cannot tell that the ranges are
+    few (it expects a group per key), so it would sort every row, spilling to disk, and hash the rows
+    in one process after a Gather: a hash aggregate in one scan is several times cheaper.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    settings = {"jit": "off"}
+    if grouped:
+        settings.update(enable_sort="off", max_parallel_workers_per_gather="0")
+    conn.execute(sa.select(*(sa.func.set_config(name, value, True) for name, value in settings.items())))
 
 
 # -- one side of a comparison ------------------------------------------------------------------------
@@ -382,23 +426,28 @@ class RangeSide:
         stmt = sa.select(sa.func.count(), self._hasher.total(self._digest)).select_from(self.table).where(
             self._where(lo, hi))
         with self._errors(), self.engine.connect() as conn:
-            _no_jit(conn)
+            _plan_for_checksums(conn)
             count, total = conn.execute(stmt).one()
         return RangeSum(int(count), int(total or 0) % MOD_64)
 
-    def range_sums(self, lo: Key | None, hi: Key | None, bounds: Sequence[Key]) -> list[RangeSum]:
+    def range_sums(self, lo: Key | None, hi: Key | None, cuts: Cuts) -> list[RangeSum]:
         """Checksums of the consecutive ranges (lo, b1], (b1, b2], …, (bn, hi]: one query, one pass."""
+        bounds = cuts.bounds if isinstance(cuts, EvenCuts) else list(cuts)
         if not bounds:
             return [self.range_sum(lo, hi)]
         edges = [lo, *bounds, hi]
         if self._digest is None or self._hasher is None:
             return [self.range_sum(a, b) for a, b in zip(edges, edges[1:], strict=False)]
-        inner = sa.select(bucket_of(self.key_columns, bounds).label("cs_b"), self._digest.label("cs_d")).select_from(
+        if isinstance(cuts, EvenCuts) and self.integer_key:
+            bucket = cuts.bucket(self.key_columns[0], self.engine.dialect.name)
+        else:
+            bucket = bucket_of(self.key_columns, bounds)
+        inner = sa.select(bucket.label("cs_b"), self._digest.label("cs_d")).select_from(
             self.table).where(self._where(lo, hi)).subquery("cs_g")
         stmt = sa.select(inner.c.cs_b, sa.func.count(), self._hasher.total(inner.c.cs_d)).group_by(inner.c.cs_b)
         found: dict[int, RangeSum] = {}
         with self._errors(), self.engine.connect() as conn:
-            _no_jit(conn)
+            _plan_for_checksums(conn, grouped=True)
             for bucket, count, total in conn.execute(stmt):
                 found[int(bucket)] = RangeSum(int(count), int(total or 0) % MOD_64)
         return [found.get(i, RangeSum(0, 0)) for i in range(len(bounds) + 1)]
@@ -424,7 +473,7 @@ class RangeSide:
             return out
         stmt = sa.select(*self.key_columns, self._digest).where(self._where(lo, hi))
         with self._errors(), self.engine.connect() as conn:
-            _no_jit(conn)
+            _plan_for_checksums(conn)
             for row in conn.execute(stmt):
                 out[tuple(normalise(v) for v in row[:-1])] = int(row[-1]) % MOD_64
         return out

@@ -27,7 +27,7 @@ from cloudsync.control.schema import chunks, sync_runs
 from cloudsync.db import engine_for, source_errors
 from cloudsync.targets.types import ExactDecimal, ZonedDateTime
 from cloudsync.verify import compare, repair
-from cloudsync.verify.rangehash import RangeSide
+from cloudsync.verify.rangehash import EvenCuts, RangeSide
 from tests.access_helpers import make_staff, staff_env
 from tests.conftest import ODBC_DRIVER
 from tests.helpers import create_ledger
@@ -145,6 +145,10 @@ def test_equal_rows_hash_equally_on_every_pair_of_dialects(pg_db, mysql_db, odbc
     assert grouped["postgresql"] == one_by_one and [g.rows for g in one_by_one] == [1, 1, 2, 1, 0]
     assert grouped["mariadb"] == [sides["mariadb"].range_sum(lo, hi) for lo, hi in zip(edges, edges[1:],
                                                                                        strict=False)]
+    even = EvenCuts(1, 5, 3)  # keys 1..5 cut after 1 and 3, by arithmetic in each database
+    assert even.bounds == [(1,), (3,)]
+    for name, side in sides.items():
+        assert side.range_sums(None, None, even) == side.range_sums(None, None, even.bounds), name
 
 
 def test_postgresql_pair_hashes_natively_and_sees_what_the_normalised_hash_sees(pg_db, sqlite_db):

@@ -63,6 +63,41 @@ def test_bucket_of_numbers_the_ranges_in_key_order():
     assert got == expected and set(got.values()) == {0, 1, 2, 3, 4}
 
 
+@pytest.mark.parametrize(("low", "span", "parts"), [(1, 10, 3), (-5, 7, 7), (100, 1000, 16), (0, 5, 1)])
+def test_even_cuts_compute_the_range_a_key_falls_in_arithmetically(low, span, parts):
+    from cloudsync.verify.rangehash import EvenCuts, bucket_of
+
+    cuts = EvenCuts(low, span, parts)
+    bounds = cuts.bounds
+    assert len(bounds) == parts - 1 and bounds == sorted(set(bounds))
+    engine = sa.create_engine("sqlite://")
+    t = sa.Table("k", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+    ids = range(low - 3, low + span + 3)  # keys outside [low, low + span) too (rows added since the cut)
+    with engine.begin() as conn:
+        t.create(conn)
+        conn.execute(t.insert(), [{"id": i} for i in ids])
+        stmt = sa.select(t.c.id, cuts.bucket(t.c.id, "sqlite"), bucket_of([t.c.id], bounds) if bounds else 0)
+        for key, arithmetic, searched in conn.execute(stmt):
+            assert arithmetic == searched == sum(1 for (b,) in bounds if b < key), key
+
+
+def test_even_cuts_divide_as_integers_on_every_dialect():
+    from cloudsync.verify.rangehash import EvenCuts
+
+    t = sa.Table("k", sa.MetaData(), sa.Column("id", sa.BigInteger, primary_key=True))
+    cuts = EvenCuts(1, 1_000_000, 245)
+    rendered = {name: str(cuts.bucket(t.c.id, name).compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+                for name, dialect in [("postgresql", postgresql.dialect()), ("mysql", mysql.dialect()),
+                                      ("mssql", mssql.dialect())]}
+    assert "- 1) DIV 1000000" in rendered["mysql"] and "FLOOR" not in rendered["mysql"]  # `/` is decimal there
+    assert ") / 1000000" in rendered["postgresql"] and ") / 1000000" in rendered["mssql"]
+    sqlglot.parse_one(f"SELECT {rendered['mssql']} FROM k", read="tsql")
+    huge = EvenCuts(-(1 << 62), 1 << 63, 64)  # (key - low + 1) * parts would overflow: searched instead
+    assert "CASE WHEN" in str(huge.bucket(t.c.id, "postgresql").compile(dialect=postgresql.dialect()))
+    with pytest.raises(ValueError):
+        EvenCuts(1, 3, 4)
+
+
 def test_tsql_falls_back_to_python_for_a_float_column():
     t = sa.Table("t", sa.MetaData(), sa.Column("id", mssql.INTEGER, primary_key=True), sa.Column("x", mssql.FLOAT))
     assert MssqlRowHash().row_digest(list(t.columns)) is None
