@@ -343,6 +343,9 @@ class EvenCuts:
 
 Cuts = Sequence[Key] | EvenCuts
 
+#: bind parameters one grouped query spends on range bounds at most
+MAX_PARAMETERS = 1500
+
 
 def _registry() -> dict[str, RowHashSQL]:
     from cloudsync.dialects.mssql.checksum import MssqlRowHash
@@ -441,6 +444,15 @@ class RangeSide:
         if isinstance(cuts, EvenCuts) and self.integer_key:
             bucket = cuts.bucket(self.key_columns[0], self.engine.dialect.name)
         else:
+            # each bound is a few bind parameters (SQL Server takes at most 2,100 in a statement)
+            n = len(self.key_columns)
+            most = max(MAX_PARAMETERS // (n * (n + 1) // 2), 1)
+            if len(bounds) > most:  # several grouped queries, each over a run of the ranges
+                out: list[RangeSum] = []
+                for first in range(0, len(bounds) + 1, most + 1):
+                    last = min(first + most + 1, len(bounds) + 1)  # ranges first … last-1
+                    out += self.range_sums(edges[first], edges[last], bounds[first:last - 1])
+                return out
             bucket = bucket_of(self.key_columns, bounds)
         inner = sa.select(bucket.label("cs_b"), self._digest.label("cs_d")).select_from(
             self.table).where(self._where(lo, hi)).subquery("cs_g")
