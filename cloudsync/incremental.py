@@ -390,6 +390,7 @@ class _Pending:
     changes: Changes
     started_at: Any
     started: float
+    read_s: float
     result: SyncResult
 
 
@@ -407,6 +408,7 @@ def sync_venues(ctx: Context, venue_ids: Sequence[str], *, limit_keys: int = BAT
     ids = list(dict.fromkeys(venue_ids))
     token, held = _lock_many(ctx, ids)
     results = {v: SyncResult(v, "busy") for v in ids}
+    own_s: dict[str, float] = {}  # each venue's own time (not its wait for others): slow ones go alone
     unlocked: set[str] = set()
     try:
         loaded = _load_many(ctx, held)
@@ -425,16 +427,18 @@ def sync_venues(ctx: Context, venue_ids: Sequence[str], *, limit_keys: int = BAT
             if isinstance(item, _Pending):
                 pending.append(item)
             else:
-                results[venue_id] = item
+                results[venue_id], own_s[venue_id] = item, item.duration_s
         _record(ctx, rows)
         idle = [v for v in held if v not in {p.venue.id for p in pending}]
         _release_many(ctx, token, idle)
         unlocked.update(idle)
         for item in pending:
+            began = time.monotonic()
             results[item.venue.id] = _apply_pending(ctx, item, token)
+            own_s[item.venue.id] = item.read_s + time.monotonic() - began
     finally:
         _release_many(ctx, token, [v for v in held if v not in unlocked])
-    _note_slow(ctx, [r for r in results.values() if r.state in ("applied", "failed")])
+    _note_slow(ctx, own_s)
     return [results[v] for v in ids]
 
 
@@ -447,7 +451,7 @@ def _read_first(ctx: Context, venue: Venue, stored: tuple[str, Position] | None,
         feed, position = _open(venue, stored)
         changes = feed.changes_since(position, limit_keys)
         if changes.count or changes.more:
-            return _Pending(venue, feed, position, changes, started_at, started, result)
+            return _Pending(venue, feed, position, changes, started_at, started, time.monotonic() - started, result)
         if changes.position != position:  # e.g. a gap timed out: nothing to apply, the position moves
             save_position(ctx.control, venue.id, feed.kind, changes.position)
     except Exception as err:
@@ -480,10 +484,10 @@ def _apply_pending(ctx: Context, item: _Pending, token: bytes) -> SyncResult:
     return result
 
 
-def _note_slow(ctx: Context, finished: list[SyncResult]) -> None:
+def _note_slow(ctx: Context, own_s: dict[str, float]) -> None:
     """Remember which venues were slow in a batch (the dispatcher sends those on their own)."""
-    slow = {r.venue_id: time.time() for r in finished if r.duration_s > SLOW_VENUE_S}
-    fast = [r.venue_id for r in finished if r.duration_s <= SLOW_VENUE_S]
+    slow = {v: time.time() for v, s in own_s.items() if s > SLOW_VENUE_S}
+    fast = [v for v, s in own_s.items() if s <= SLOW_VENUE_S]
     if not slow and not fast:
         return
     with ctx.redis.pipeline(transaction=False) as pipe:
