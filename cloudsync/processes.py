@@ -33,11 +33,22 @@ def process_env(settings: Settings, redis_url: str, extra: Mapping[str, str] | N
     return env
 
 
+def worker_args(name: str | None = None, queues: str = ALL_QUEUES, concurrency: int = 1,
+                loglevel: str = "INFO") -> list[str]:
+    """`celery worker` arguments, the same for `cloudsync worker`, the demo, the tests and the benchmark.
+
+    Task events on (Flower); no gossip or mingle: with many workers on Redis they are a steady stream
+    of broadcast traffic, and nothing here needs them (revocations are not used; state lives in the
+    control database).
+    """
+    node = name or f"cloudsync-{uuid.uuid4().hex[:6]}"
+    return ["worker", "-Q", queues, "-c", str(concurrency), "-n", f"{node}@%h", "-E", "--loglevel", loglevel,
+            "--without-mingle", "--without-gossip"]
+
+
 def worker_command(name: str | None = None, queues: str = ALL_QUEUES, concurrency: int = 1,
                    loglevel: str = "INFO") -> list[str]:
-    node = name or f"cloudsync-{uuid.uuid4().hex[:6]}"
-    return [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues, "-c", str(concurrency),
-            "-n", f"{node}@%h", "-E", "--loglevel", loglevel, "--without-mingle", "--without-gossip"]
+    return [sys.executable, "-m", "celery", "-A", "worker.app", *worker_args(name, queues, concurrency, loglevel)]
 
 
 def start(cmd: list[str], env: Mapping[str, str], log_file: Path) -> subprocess.Popen[bytes]:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from cloudsync.cli.common import CliError, settings
-from cloudsync.processes import ALL_QUEUES
+from cloudsync.processes import ALL_QUEUES, worker_args
 
 
 @click.command("worker")
@@ -23,10 +23,8 @@ def worker(queues: str, concurrency: int | None, name: str | None, loglevel: str
     unknown = set(queues.split(",")) - set(ALL_QUEUES.split(","))
     if unknown:
         raise CliError(f"unknown queue(s): {', '.join(sorted(unknown))}; use {ALL_QUEUES}")
-    app.worker_main([
-        "worker", "-Q", queues, "-c", str(concurrency or settings().worker_concurrency),
-        "-n", f"{name or 'cloudsync-' + str(os.getpid())}@%h", "-E", "--loglevel", loglevel,
-    ])
+    app.worker_main(worker_args(name or f"cloudsync-{os.getpid()}", queues,
+                                concurrency or settings().worker_concurrency, loglevel))
 
 
 @click.command("flower")
