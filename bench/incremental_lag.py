@@ -14,7 +14,10 @@ Run it with one command (needs the PostgreSQL and Redis of docker-compose / the 
 2. Idle cost. 500 venues with a change feed and the default interval (60 s), nothing changing at the
    source: CPU time used by the beat process and by the worker (parent and pool children) over a
    window, as a percentage of one core. Every venue is still visited once a minute (counted); the
-   dispatcher sends the due venues in batches (`cloudsync.incremental.sync_batch`).
+   dispatcher sends the due venues in batches (`cloudsync.incremental.sync_batch`). Added at once,
+   the venues fall due together (one burst of batches a minute); with `--spread` their first due
+   times are spread evenly over the minute, as venues added at different times are (about one small
+   batch every dispatch tick: the most messages per venue).
 
 The 499 extra venues share the first venue's database and get their feed position directly (a full
 resync of each would only make the set-up slower; the measured path is the same). Everything the
@@ -40,7 +43,7 @@ import psutil
 import sqlalchemy as sa
 
 from bench.fullsync import RESULTS_DIR, Databases, Options, spare_redis_db
-from cloudsync import incremental, resync
+from cloudsync import incremental, resync, scheduling
 from cloudsync.cli.sync import beat_command
 from cloudsync.context import Context
 from cloudsync.control.schema import sync_runs, venues
@@ -130,8 +133,9 @@ def measure_lag(ctx: Context, src: str, seconds: float, rate_rows_s: float) -> d
     }
 
 
-def add_idle_venues(ctx: Context, count: int) -> None:
-    """Copies of v1 (same database, same feed), each with its own position; v1 back to 60 s."""
+def add_idle_venues(ctx: Context, count: int, spread: bool = False) -> None:
+    """Copies of v1 (same database, same feed), each with its own position; v1 back to 60 s.
+    With `spread`, their first due times are spread evenly over the 60 s interval."""
     position = incremental.feed_for(incremental.get_venue(ctx.control, "v1")).position()
     with ctx.control.begin() as conn:
         row = dict(conn.execute(sa.select(venues).where(venues.c.id == "v1")).one()._mapping)
@@ -141,6 +145,10 @@ def add_idle_venues(ctx: Context, count: int) -> None:
     for i in range(1, count):
         incremental.save_position(ctx.control, f"idle{i:03d}", "changelog", position)
     incremental.save_position(ctx.control, "v1", "changelog", position)
+    if spread:  # the dispatcher adds venues it does not know yet as due now (ZADD NX): these keep theirs
+        now = time.time()
+        ids = ["v1", *(f"idle{i:03d}" for i in range(1, count))]
+        ctx.redis.zadd(scheduling.DUE_KEY, {v: now + 60 * i / count for i, v in enumerate(ids)})
 
 
 def measure_idle(ctx: Context, procs: dict[str, psutil.Process], warmup_s: float, window_s: float) -> dict[str, Any]:
@@ -171,6 +179,8 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=200, help="changed rows per second written at the source")
     p.add_argument("--venues", type=int, default=500, help="venues configured for the idle figure")
     p.add_argument("--idle-seconds", type=float, default=120, help="idle measurement window (two intervals)")
+    p.add_argument("--spread", action="store_true",
+                   help="spread the idle venues' due times over the minute instead of all due at once")
     p.add_argument("--max-tasks-per-child", type=int, default=None,
                    help="override the worker's max tasks per pool process (default: worker/config.py)")
     a = p.parse_args()
@@ -204,14 +214,15 @@ def main() -> None:
             print(f"1. lag: {a.rate:.0f} changed rows/s for {a.seconds:.0f}s, dispatch every 1s …", flush=True)
             lag = measure_lag(ctx, src, a.seconds, a.rate)
             print(f"2. idle: {a.venues} venues, nothing changing, {a.idle_seconds:.0f}s window …", flush=True)
-            add_idle_venues(ctx, a.venues)
+            add_idle_venues(ctx, a.venues, spread=a.spread)
             idle = measure_idle(ctx, {"beat": psutil.Process(beat.pid), "workers": psutil.Process(worker.pid)},
                                 warmup_s=20, window_s=a.idle_seconds)
         finally:
             for proc in procs:
                 stop(proc)
             dbs.drop_all()
-    result = {"lag": lag, "idle": idle, "cpus": os.cpu_count(), "max_tasks_per_child": a.max_tasks_per_child}
+    result = {"lag": lag, "idle": idle, "cpus": os.cpu_count(), "max_tasks_per_child": a.max_tasks_per_child,
+              "spread": a.spread}
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "incremental_lag.json").write_text(json.dumps(result, indent=2) + "\n")
     print()
@@ -219,7 +230,8 @@ def main() -> None:
           f"{lag['rows_written_per_s']} changed rows/s written, {lag['syncs']} syncs:")
     print(f"  p50 {lag['lag_p50_s']} s   p95 {lag['lag_p95_s']} s   max {lag['lag_max_s']} s   "
           f"missing {lag['missing']}")
-    print(f"idle, {a.venues} venues, {idle['syncs']} syncs of {idle['venues_visited']} venues in {idle['window_s']} s:")
+    print(f"idle, {a.venues} venues{' (due times spread)' if a.spread else ''}, {idle['syncs']} syncs of "
+          f"{idle['venues_visited']} venues in {idle['window_s']} s:")
     print(f"  beat {idle['beat_cpu_pct_of_one_core']}% of one core   "
           f"workers {idle['workers_cpu_pct_of_one_core']}%   total {idle['total_cpu_pct_of_one_core']}%")
     print(f"  {idle['worker_cpu_ms_per_sync']} ms worker CPU per idle sync; every venue once a minute: "
