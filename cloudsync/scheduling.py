@@ -53,7 +53,10 @@ _refreshed: dict[str, tuple[float, dict[str, dict[str, Any]]]] = {}
 
 
 def _refresh_schedule(ctx: Context) -> dict[str, dict[str, Any]]:
-    """Every few seconds: venues with a feed join the schedule (due now), others leave it."""
+    """Every few seconds: venues with a feed join the schedule (due now), others leave it.
+
+    When the venues are the ones this process scheduled last time and Redis still holds a schedule
+    of that size, nothing is written (one round trip instead of rewriting every venue's entry)."""
     key = ctx.settings.control_dsn + "|" + ctx.redis_url
     hit = _refreshed.get(key)
     if hit and time.monotonic() - hit[0] < VENUES_TTL_S:
@@ -63,6 +66,14 @@ def _refresh_schedule(ctx: Context) -> dict[str, dict[str, Any]]:
         rows = {r.id: dict(r._mapping) for r in conn.execute(
             sa.select(v.id, v.sync_interval_s, v.feed_options).where(v.active == sa.true(), v.feed.is_not(None)))}
     r = ctx.redis
+    if hit and hit[1] == rows:
+        with r.pipeline(transaction=False) as pipe:
+            pipe.zcard(DUE_KEY)
+            pipe.hlen(INTERVALS_KEY)
+            sizes = pipe.execute()
+        if sizes == [len(rows), len(rows)]:
+            _refreshed[key] = (time.monotonic(), rows)
+            return rows
     scheduled = {_text(m) for m in r.zrange(DUE_KEY, 0, -1)}
     with r.pipeline(transaction=False) as pipe:
         if rows:

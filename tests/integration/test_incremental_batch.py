@@ -186,3 +186,26 @@ def test_a_venue_slow_in_a_batch_is_dispatched_on_its_own(pg_db, sqlite_db, make
     # fast again (it runs alone, and its run is quick): back among the others
     assert incremental.sync_venues(ctx, ["v1"])[0].state == "applied"
     assert scheduling.batches(ctx, due, size=3) == [["v1", "v2", copies[0]], copies[1:]]
+
+
+def test_the_dispatcher_claims_each_due_venue_once_and_rebuilds_a_lost_schedule(sqlite_db, make_ctx, make_venue,
+                                                                                 redis_url):
+    ctx = make_ctx(cloud_url=sqlite_db(), redis_url=redis_url)
+    for venue_id in ("v1", "v2"):
+        make_venue(ctx, sqlite_db(), rows=200, venue_id=venue_id)
+        incremental.install_changelog(ctx, venue_id)
+        incremental.configure_feed(ctx, venue_id, "changelog", interval_s=1)
+    assert sorted(scheduling.due_venues(ctx)) == ["v1", "v2"]
+    assert scheduling.due_venues(ctx) == []  # claimed until their interval has passed
+    time.sleep(1.1)
+    assert sorted(scheduling.due_venues(ctx)) == ["v1", "v2"]
+    # Redis lost the schedule (restarted empty): the next refresh puts every venue back, due now
+    ctx.redis.flushdb()
+    time.sleep(scheduling.VENUES_TTL_S + 0.2)
+    assert sorted(scheduling.due_venues(ctx)) == ["v1", "v2"]
+    # a venue switched off leaves the schedule
+    with ctx.control.begin() as conn:
+        conn.execute(venues.update().where(venues.c.id == "v2").values(active=False))
+    time.sleep(scheduling.VENUES_TTL_S + 0.2)
+    assert scheduling.due_venues(ctx) == ["v1"]
+    assert [m.decode() for m in ctx.redis.zrange(scheduling.DUE_KEY, 0, -1)] == ["v1"]
