@@ -27,6 +27,7 @@ from cloudsync.control.venues import Venue, get_venue, resolve_tables
 from cloudsync.db import target_errors
 from cloudsync.keys import Key, decode_key, encode_key, format_key
 from cloudsync.resync import venue_source
+from cloudsync.verify import rangehash
 from cloudsync.verify.rangehash import Cuts, EvenCuts, RangeSide, RangeSum, pair_hashers, source_side, target_side
 
 log = logging.getLogger(__name__)
@@ -225,8 +226,12 @@ def verify_table(ctx: Context, venue: Venue, name: str, *, chunk_rows: int | Non
                 if extents:
                     work.extent = (min(e[0] for e in extents), max(e[1] for e in extents))
                 cuts: Cuts = _value_cuts(work.extent, rows_per_range) if work.extent else []
-            else:
-                cuts = source.plan(table, rows_per_range)[1]
+            else:  # every n-th key from the key index, as many as one grouped query takes
+                bounds = source.plan(table, rows_per_range)[1]
+                n = len(src.key_columns)
+                most = min(MAX_TOP_RANGES, rangehash.MAX_PARAMETERS // (n * (n + 1) // 2)) - 1
+                step = max(-(-len(bounds) // max(most, 1)), 1)
+                cuts = bounds[step - 1::step]  # every step-th bound: at most `most` of them
             edges: list[Key | None] = [None, *(cuts.bounds if isinstance(cuts, EvenCuts) else cuts), None]
             pairs = list(zip(edges, edges[1:], strict=False))
             sums = work.sums(None, None, cuts)

@@ -26,7 +26,7 @@ from cloudsync.control import jobs as jobrepo
 from cloudsync.control.schema import chunks, sync_runs
 from cloudsync.db import engine_for, source_errors
 from cloudsync.targets.types import ExactDecimal, ZonedDateTime
-from cloudsync.verify import compare, repair
+from cloudsync.verify import compare, rangehash, repair
 from cloudsync.verify.rangehash import EvenCuts, RangeSide
 from tests.access_helpers import make_staff, staff_env
 from tests.conftest import ODBC_DRIVER
@@ -259,7 +259,7 @@ def repair_inline(ctx, venue_id: str, report: compare.VerifyReport) -> compare.V
 
 @pytest.mark.parametrize("pair", ["mysql_db->pg_db", "odbc_db->sqlite_db"])
 def test_verify_finds_the_damaged_ranges_and_repair_fixes_them(request, pair, make_ctx, make_venue,
-                                                               target_equals_source):
+                                                               target_equals_source, monkeypatch):
     source_kind, target_kind = pair.split("->")
     source_dsn = request.getfixturevalue(source_kind)()
     ctx = make_ctx(cloud_url=request.getfixturevalue(target_kind)(), chunk_rows=1500)
@@ -272,6 +272,12 @@ def test_verify_finds_the_damaged_ranges_and_repair_fixes_them(request, pair, ma
     faults = damage(ctx, "v1", source_dsn, "transaction_lines", "amount")
     report = compare.verify_venue(ctx, "v1")
     assert_found_exactly(report, "transaction_lines", faults)
+    # composite keys planned into ranges of 50 rows, thinned to what one grouped query's parameters allow
+    monkeypatch.setattr(rangehash, "MAX_PARAMETERS", 30)
+    fine = compare.verify_venue(ctx, "v1", ["transaction_lines"], chunk_rows=50)
+    monkeypatch.undo()
+    assert_found_exactly(fine, "transaction_lines", faults)
+    assert 1 < fine.tables[0].ranges <= 30 // 6  # a three-column bound takes 6 parameters
     after = repair_inline(ctx, "v1", report)
     assert after.scope == "ranges" and not after.drift, after.as_dict()
     assert sum(t.ranges for t in after.tables) == 3  # only the repaired ranges were compared again
