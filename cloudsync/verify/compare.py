@@ -1,10 +1,14 @@
 """Compare a venue's tables with their cloud copies, range by range, and narrow differences down.
 
-Each table is split into the key ranges a full resync would plan (`Source.plan`); each range's row
-count and checksum are computed in both databases (`rangehash`). A range that differs is cut into
-`fanout` parts at keys chosen in the database, and each part that still differs is cut again, until
-a part holds at most `leaf_rows` rows on either side. There the rows' digests are compared key by
-key to count missing (at the venue, not in the cloud), extra (in the cloud only) and different rows.
+Each table is cut into top-level key ranges of about `DEFAULT_RANGE_ROWS` rows: a single integer key
+by value between its smallest and largest key on either side (`EvenCuts`: no planning pass, and each
+row's range is arithmetic), any other key at every n-th key of the venue's key index (`Source.plan`).
+All top-level ranges' row counts and checksums are computed in one grouped query per side, both sides
+at the same time (`rangehash`): one pass over each table. A range that differs is cut into `fanout`
+parts (by value, or at keys chosen in the database) whose sums again take one grouped query per side,
+and each part that still differs is cut again, until a part holds at most `leaf_rows` rows on either
+side. There the rows' digests are compared key by key to count missing (at the venue, not in the
+cloud), extra (in the cloud only) and different rows. Differing ranges are narrowed concurrently.
 Only those small ranges are reported, and only they are resynced by a repair.
 """
 
