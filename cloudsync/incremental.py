@@ -1,9 +1,7 @@
 """Incremental sync: apply a venue's changes since its stored feed position, then move the position on.
 
     sync_venue              one run: lock, check no full resync is active, read the feed, apply, record
-    sync_venues             the same for a batch of venues, with the per-venue round trips shared: one
-                            Redis round trip locks them all, one control query loads them, one insert
-                            records their runs; an idle venue then costs one feed read
+    (sync_venues            the same for a batch of venues: `cloudsync.incremental_batch`)
     apply_changes           changed keys re-read from the source in batches, upserted; missing ones deleted
     position_for_resync     a full resync's starting position, taken before it reads anything
     resume_after_resync     a finished resync hands its position to incremental sync
@@ -18,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,10 +43,6 @@ LOCK_TTL_S = 120  # renewed between batches; a crashed holder frees the venue af
 RESYNC_LOCK_WAIT_S = 60
 MAX_ROUNDS = 20  # feed reads per run; a bigger backlog continues in the next run
 TABLES_TTL_S = 600.0  # a table added at the venue needs `venue changelog install` again anyway
-BATCH_ROUND_KEYS = 10_000  # keys a venue may apply inside a batch; a bigger backlog continues on its own
-SLOW_VENUE_S = 2.0  # a venue whose run in a batch took longer is dispatched on its own from then on
-SLOW_KEY = "cloudsync:incremental:slow"  # sorted set: venue id → when its last batched run was slow
-SLOW_FORGET_S = 3600  # a slow venue is tried in a batch again after this long
 
 
 class NoPosition(TerminalError):
@@ -78,6 +71,18 @@ class SyncResult:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def finish(self, started: float) -> None:
+        """The run is over (`started` from `time.monotonic()`): its duration and totals."""
+        self.duration_s = time.monotonic() - started
+        self.changed_keys = sum(t["keys"] for t in self.tables.values())
+        self.rows_upserted = sum(t["upserted"] for t in self.tables.values())
+        self.rows_deleted = sum(t["deleted"] for t in self.tables.values())
+
+    def log_applied(self) -> None:
+        if self.changed_keys:
+            log.info("venue=%s incremental sync applied %d keys: %d upserted, %d deleted in %.2fs", self.venue_id,
+                     self.changed_keys, self.rows_upserted, self.rows_deleted, self.duration_s)
 
 
 # -- positions ----------------------------------------------------------------------------------
@@ -148,43 +153,6 @@ def venue_lock(ctx: Context, venue_id: str, wait_s: float = 0) -> Iterator[Lock]
             lock.release()
         except LockError:
             log.warning("venue=%s incremental lock expired before release", venue_id)
-
-
-# Release the locks still holding this batch's token (one round trip for the whole batch).
-_RELEASE_MANY = """
-local n = 0
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key); n = n + 1 end
-end
-return n
-"""
-
-
-def _lock_many(ctx: Context, venue_ids: Sequence[str]) -> tuple[bytes, list[str]]:
-    """Take the incremental locks of many venues in one round trip (`SET NX PX` each, the same key
-    and value format as `venue_lock`). Returns the batch's token and the venues it holds."""
-    token = uuid.uuid4().hex.encode()
-    with ctx.redis.pipeline(transaction=False) as pipe:
-        for venue_id in venue_ids:
-            pipe.set(lock_name(venue_id), token, nx=True, px=LOCK_TTL_S * 1000)
-        taken = pipe.execute()
-    return token, [v for v, ok in zip(venue_ids, taken, strict=True) if ok]
-
-
-def _release_many(ctx: Context, token: bytes, venue_ids: Sequence[str]) -> None:
-    if not venue_ids:
-        return
-    released = int(ctx.redis.eval(_RELEASE_MANY, len(venue_ids), *map(lock_name, venue_ids), token))
-    if released < len(venue_ids):
-        log.warning("venues=%s: %d incremental lock(s) expired before release", ",".join(venue_ids[:10]),
-                    len(venue_ids) - released)
-
-
-def _held_lock(ctx: Context, venue_id: str, token: bytes) -> Lock:
-    """A `Lock` handle on a lock `_lock_many` took, for renewing it while changes are applied."""
-    lock = ctx.redis.lock(lock_name(venue_id), timeout=LOCK_TTL_S, thread_local=False)
-    lock.local.token = token
-    return lock
 
 
 # -- handoff with full resync --------------------------------------------------------------------
@@ -270,7 +238,7 @@ def _load_statement() -> sa.Select[Any]:
 _LOAD = _load_statement()
 
 
-def _load_many(ctx: Context, venue_ids: Sequence[str]) -> dict[str, Loaded]:
+def load_venues(ctx: Context, venue_ids: Sequence[str]) -> dict[str, Loaded]:
     """Each venue, its active job's id and its stored position, in one round trip for all of them
     (an idle venue is polled every interval, so this read is most of what it costs)."""
     if not venue_ids:
@@ -286,7 +254,7 @@ def _load_many(ctx: Context, venue_ids: Sequence[str]) -> dict[str, Loaded]:
 
 
 def _load(ctx: Context, venue_id: str) -> Loaded:
-    loaded = _load_many(ctx, [venue_id]).get(venue_id)
+    loaded = load_venues(ctx, [venue_id]).get(venue_id)
     if loaded is None:
         raise UnknownVenue(venue_id)
     return loaded
@@ -306,15 +274,16 @@ def sync_venue(ctx: Context, venue_id: str, *, wait_s: float = 0, limit_keys: in
         return SyncResult(venue_id, "busy")
 
 
-def _open(venue: Venue, stored: tuple[str, Position] | None) -> tuple[ChangeFeed, Position]:
+def open_at(venue: Venue, stored: tuple[str, Position] | None) -> tuple[ChangeFeed, Position]:
+    """The venue's feed and the stored position to read from (NoPosition before a full resync)."""
     feed = feed_for(venue)
     if stored is None or stored[0] != feed.kind:
         raise NoPosition(venue.id, feed.kind)
     return feed, stored[1]
 
 
-def _apply_round(ctx: Context, venue: Venue, feed: ChangeFeed, position: Position, changes: Changes,
-                 lock: Lock, result: SyncResult) -> Position:
+def apply_round(ctx: Context, venue: Venue, feed: ChangeFeed, position: Position, changes: Changes,
+                lock: Lock, result: SyncResult) -> Position:
     """Apply one feed read, then move the stored position on (and let the feed prune behind it)."""
     applied = apply_changes(ctx, venue, feed.source, changes, heartbeat=lock.reacquire)
     for name, stats in applied.items():
@@ -332,36 +301,25 @@ def _run(ctx: Context, venue: Venue, stored: tuple[str, Position] | None, lock: 
     started_at, started = utcnow(), time.monotonic()
     result = SyncResult(venue.id, "applied")
     try:
-        feed, position = _open(venue, stored)
+        feed, position = open_at(venue, stored)
         for _ in range(MAX_ROUNDS):
             changes = feed.changes_since(position, limit_keys)
-            position = _apply_round(ctx, venue, feed, position, changes, lock, result)
+            position = apply_round(ctx, venue, feed, position, changes, lock, result)
             if not changes.more:
                 break
             lock.reacquire()
     except Exception as err:
-        _finish(result, started)
-        _record(ctx, [_run_row(result, started_at, err)])
+        result.finish(started)
+        record_runs(ctx, [run_row(result, started_at, err)])
         log.error("venue=%s incremental sync failed: %s", venue.id, err)
         raise
-    _finish(result, started)
-    _record(ctx, [_run_row(result, started_at)])
-    _log_applied(result)
+    result.finish(started)
+    record_runs(ctx, [run_row(result, started_at)])
+    result.log_applied()
     return result
 
 
-def _finish(result: SyncResult, started: float) -> None:
-    result.duration_s = time.monotonic() - started
-    _totals(result)
-
-
-def _log_applied(result: SyncResult) -> None:
-    if result.changed_keys:
-        log.info("venue=%s incremental sync applied %d keys: %d upserted, %d deleted in %.2fs", result.venue_id,
-                 result.changed_keys, result.rows_upserted, result.rows_deleted, result.duration_s)
-
-
-def _run_row(result: SyncResult, started_at: Any, err: BaseException | None = None) -> dict[str, Any]:
+def run_row(result: SyncResult, started_at: Any, err: BaseException | None = None) -> dict[str, Any]:
     """The `sync_runs` row of a finished run (what `cloudsync status` shows)."""
     details: dict[str, Any] = {"tables": result.tables}
     if err is None:
@@ -371,148 +329,11 @@ def _run_row(result: SyncResult, started_at: Any, err: BaseException | None = No
                 error=None if err is None else str(err), details=details)
 
 
-def _record(ctx: Context, rows: list[dict[str, Any]]) -> None:
+def record_runs(ctx: Context, rows: list[dict[str, Any]]) -> None:
     """Record finished runs in `sync_runs`: one executemany for a whole batch."""
     if rows:
         with ctx.control.begin() as conn:
             conn.execute(sync_runs.insert(), rows)
-
-
-# -- batches -------------------------------------------------------------------------------------
-
-@dataclass
-class _Pending:
-    """A venue of a batch whose first feed read found changes: applied once every idle venue is done."""
-
-    venue: Venue
-    feed: ChangeFeed
-    position: Position
-    changes: Changes
-    started_at: Any
-    started: float
-    read_s: float
-    result: SyncResult
-
-
-def sync_venues(ctx: Context, venue_ids: Sequence[str], *, limit_keys: int = BATCH_ROUND_KEYS) -> list[SyncResult]:
-    """Incremental sync of a batch of venues, with the same guarantees as `sync_venue` for each one.
-
-    One Redis round trip takes every venue's lock (a venue whose lock is held is "busy"), one control
-    query loads them, their positions and active resyncs (such a venue is "suspended"), and each
-    venue's feed is read once. Idle venues are recorded (one insert) and unlocked before any change
-    is applied, so a venue with changes never holds idle ones up. Each venue with changes then gets
-    one round of at most `limit_keys` keys here; a bigger backlog comes back with `more=True`, for
-    the caller to continue in a run of its own. A failing venue is recorded as failed (its error
-    in `sync_runs`, like `sync_venue`) and the others carry on.
-    """
-    ids = list(dict.fromkeys(venue_ids))
-    token, held = _lock_many(ctx, ids)
-    results = {v: SyncResult(v, "busy") for v in ids}
-    own_s: dict[str, float] = {}  # each venue's own time (not its wait for others): slow ones go alone
-    unlocked: set[str] = set()
-    try:
-        loaded = _load_many(ctx, held)
-        rows: list[dict[str, Any]] = []
-        pending: list[_Pending] = []
-        for venue_id in held:
-            if venue_id not in loaded:
-                results[venue_id] = SyncResult(venue_id, "failed", error=str(UnknownVenue(venue_id)))
-                continue
-            venue, job_id, stored = loaded[venue_id]
-            if job_id is not None:
-                log.info("venue=%s incremental sync suspended: job=%s is active", venue.id, job_id)
-                results[venue_id] = SyncResult(venue.id, "suspended", job_id=job_id)
-                continue
-            item = _read_first(ctx, venue, stored, limit_keys, rows)
-            if isinstance(item, _Pending):
-                pending.append(item)
-            else:
-                results[venue_id], own_s[venue_id] = item, item.duration_s
-        _record(ctx, rows)
-        idle = [v for v in held if v not in {p.venue.id for p in pending}]
-        _release_many(ctx, token, idle)
-        unlocked.update(idle)
-        for item in pending:
-            began = time.monotonic()
-            results[item.venue.id] = _apply_pending(ctx, item, token)
-            own_s[item.venue.id] = item.read_s + time.monotonic() - began
-    finally:
-        _release_many(ctx, token, [v for v in held if v not in unlocked])
-    _note_slow(ctx, own_s)
-    return [results[v] for v in ids]
-
-
-def _read_first(ctx: Context, venue: Venue, stored: tuple[str, Position] | None, limit_keys: int,
-                rows: list[dict[str, Any]]) -> SyncResult | _Pending:
-    """A batched venue's first feed read: done here when idle (its run row added to `rows`)."""
-    started_at, started = utcnow(), time.monotonic()
-    result = SyncResult(venue.id, "applied")
-    try:
-        feed, position = _open(venue, stored)
-        changes = feed.changes_since(position, limit_keys)
-        if changes.count or changes.more:
-            return _Pending(venue, feed, position, changes, started_at, started, time.monotonic() - started, result)
-        if changes.position != position:  # e.g. a gap timed out: nothing to apply, the position moves
-            save_position(ctx.control, venue.id, feed.kind, changes.position)
-    except Exception as err:
-        _finish(result, started)
-        result.state, result.error = "failed", str(err)
-        rows.append(_run_row(result, started_at, err))
-        log.error("venue=%s incremental sync failed: %s", venue.id, err)
-        return result
-    _finish(result, started)
-    rows.append(_run_row(result, started_at))
-    return result
-
-
-def _apply_pending(ctx: Context, item: _Pending, token: bytes) -> SyncResult:
-    result = item.result
-    try:
-        lock = _held_lock(ctx, item.venue.id, token)
-        lock.reacquire()  # still ours (LockNotOwnedError if it expired while the batch read): apply under it
-        _apply_round(ctx, item.venue, item.feed, item.position, item.changes, lock, result)
-    except Exception as err:
-        _finish(result, item.started)
-        result.state, result.error = "failed", str(err)
-        _record(ctx, [_run_row(result, item.started_at, err)])
-        log.error("venue=%s incremental sync failed: %s", item.venue.id, err)
-        return result
-    _finish(result, item.started)
-    result.more = item.changes.more
-    _record(ctx, [_run_row(result, item.started_at)])
-    _log_applied(result)
-    return result
-
-
-def _note_slow(ctx: Context, own_s: dict[str, float]) -> None:
-    """Remember which venues were slow in a batch (the dispatcher sends those on their own)."""
-    slow = {v: time.time() for v, s in own_s.items() if s > SLOW_VENUE_S}
-    fast = [v for v, s in own_s.items() if s <= SLOW_VENUE_S]
-    if not slow and not fast:
-        return
-    with ctx.redis.pipeline(transaction=False) as pipe:
-        if slow:
-            pipe.zadd(SLOW_KEY, slow)
-            log.warning("venues=%s slow in a batched incremental sync (> %.0fs): sent on their own from now on",
-                        ",".join(sorted(slow)), SLOW_VENUE_S)
-        if fast:
-            pipe.zrem(SLOW_KEY, *fast)
-        pipe.execute()
-
-
-def slow_venues(ctx: Context) -> set[str]:
-    """Venues recently slow in a batch (see `SLOW_VENUE_S`), to be dispatched on their own."""
-    with ctx.redis.pipeline(transaction=False) as pipe:
-        pipe.zremrangebyscore(SLOW_KEY, "-inf", time.time() - SLOW_FORGET_S)
-        pipe.zrange(SLOW_KEY, 0, -1)
-        _, members = pipe.execute()
-    return {v.decode() if isinstance(v, bytes) else str(v) for v in members}
-
-
-def _totals(result: SyncResult) -> None:
-    result.changed_keys = sum(t["keys"] for t in result.tables.values())
-    result.rows_upserted = sum(t["upserted"] for t in result.tables.values())
-    result.rows_deleted = sum(t["deleted"] for t in result.tables.values())
 
 
 # -- configuration -------------------------------------------------------------------------------

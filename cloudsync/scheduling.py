@@ -3,7 +3,7 @@ resync work was lost and must be sent again.
 
     due_venues    active venues with a change feed whose interval has elapsed (a Redis sorted set of
                   next-due times; a Lua script takes the due ones and moves them on, atomically)
-    batches       the due venues grouped for `incremental.sync_venues`: one message per batch, not
+    batches       the due venues grouped for `incremental_batch.sync_venues`: one message per batch, not
                   per venue (an idle venue's sync costs less than Celery's handling of a message);
                   a venue lately slow in a batch goes on its own, so it holds no other venue up
     stalled_work  chunks whose lease expired, or pending chunks of a running job that has made no
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from cloudsync.context import Context
 from cloudsync.control.schema import chunks, jobs, venues
 from cloudsync.control.store import utcnow
-from cloudsync.incremental import slow_venues
+from cloudsync.incremental_batch import slow_venues
 
 log = logging.getLogger(__name__)
 

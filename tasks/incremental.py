@@ -8,7 +8,7 @@ from typing import Any
 from celery import Task
 from celery.utils.log import get_task_logger
 
-from cloudsync import incremental
+from cloudsync import incremental, incremental_batch
 from tasks.base import context
 from worker.app import app
 
@@ -29,7 +29,7 @@ def sync_batch(self: Task, venue_ids: list[str], **shown: Any) -> dict[str, Any]
     """The venues the dispatcher found due, in one message. A venue whose backlog is bigger than its
     share of the batch continues at once in a `sync` of its own; failures are recorded per venue and
     the venue runs again at its next interval."""
-    results = incremental.sync_venues(context(), venue_ids)
+    results = incremental_batch.sync_venues(context(), venue_ids)
     for r in results:
         if r.more:
             sync.apply_async(args=[r.venue_id], kwargs={"venue": r.venue_id}, expires=SYNC_EXPIRES_S)

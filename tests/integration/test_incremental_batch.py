@@ -1,4 +1,4 @@
-"""Batched incremental sync (`cloudsync.incremental.sync_batch`, `incremental.sync_venues`) against real
+"""Batched incremental sync (`cloudsync.incremental.sync_batch`, `incremental_batch.sync_venues`) against real
 databases, a real Redis and real Celery worker processes.
 
 What is asserted is what an operator relies on: every venue the dispatcher found due is synced, the
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cloudsync import incremental, resync, scheduling
+from cloudsync import incremental, incremental_batch, resync, scheduling
 from cloudsync.context import Context
 from cloudsync.control.schema import sync_runs, venues
 from cloudsync.db import engine_for
@@ -145,7 +145,7 @@ def test_a_batch_records_each_venue_and_hands_a_big_backlog_on(sqlite_db, make_c
     with engine_for(src).begin() as conn:
         changed = conn.execute(sa.text("UPDATE products SET price = price + 1")).rowcount
     assert changed > 10
-    out = {r.venue_id: r for r in incremental.sync_venues(ctx, ["v1", "v2", "v3", "nope"], limit_keys=10)}
+    out = {r.venue_id: r for r in incremental_batch.sync_venues(ctx, ["v1", "v2", "v3", "nope"], limit_keys=10)}
     assert out["v1"].state == "applied" and out["v1"].changed_keys == 10 and out["v1"].more
     assert out["v2"].state == "applied" and out["v2"].changed_keys == 0 and not out["v2"].more
     assert out["v3"].state == "failed" and "full resync required" in (out["v3"].error or "")
@@ -157,7 +157,7 @@ def test_a_batch_records_each_venue_and_hands_a_big_backlog_on(sqlite_db, make_c
     # the rest of v1's backlog, in a run of its own (what the batch task sends), then nothing is left
     assert incremental.sync_venue(ctx, "v1").changed_keys == changed - 10
     target_equals_source(ctx, "v1")
-    assert incremental.sync_venues(ctx, ["v1"])[0].changed_keys == 0
+    assert incremental_batch.sync_venues(ctx, ["v1"])[0].changed_keys == 0
     # every lock was released: single runs of each venue are not busy
     assert {incremental.sync_venue(ctx, v).state for v in ("v1", "v2")} == {"applied"}
 
@@ -175,16 +175,16 @@ def test_a_venue_slow_in_a_batch_is_dispatched_on_its_own(pg_db, sqlite_db, make
     try:
         tx = blocker.begin()
         blocker.execute(sa.text("LOCK TABLE cloudsync_changelog IN ACCESS EXCLUSIVE MODE"))
-        release = threading.Timer(incremental.SLOW_VENUE_S + 0.5, tx.commit)
+        release = threading.Timer(incremental_batch.SLOW_VENUE_S + 0.5, tx.commit)
         release.start()
-        states = {r.venue_id: r.state for r in incremental.sync_venues(ctx, due)}
+        states = {r.venue_id: r.state for r in incremental_batch.sync_venues(ctx, due)}
         release.join()
     finally:
         blocker.close()
     assert set(states.values()) == {"applied"}
     assert scheduling.batches(ctx, due, size=3) == [["v2", *copies[:2]], copies[2:], ["v1"]]
     # fast again (it runs alone, and its run is quick): back among the others
-    assert incremental.sync_venues(ctx, ["v1"])[0].state == "applied"
+    assert incremental_batch.sync_venues(ctx, ["v1"])[0].state == "applied"
     assert scheduling.batches(ctx, due, size=3) == [["v1", "v2", copies[0]], copies[1:]]
 
 
