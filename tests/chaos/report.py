@@ -27,8 +27,9 @@ BASELINE_TEST = "test_clean_run_baseline"
 NOTES = [
     "",
     "How each fault is survived: a killed pool process gives its chunk back (late acks) and the",
-    "redelivery takes the chunk over; a Redis restart loses the queue, and `resume` re-enqueues from the",
-    "control database's checkpoints; dropped source connections and a restarted target are transient",
+    "redelivery takes the chunk over; a Redis restart loses the queue (the workers reconnect by themselves,",
+    "none exits), and `resume` re-enqueues from the control database's checkpoints; dropped source",
+    "connections and a restarted target are transient",
     "errors retried with backoff; beat holds no state, so a killed beat loses at most a tick; a poisoned",
     "row fails only its chunk, naming table and key range, and `resume` after the fix runs only that chunk.",
     "For the poisoned row, *time added* is the time to the failure. A large time added after the target",
