@@ -12,8 +12,8 @@ is hashed in Python on that side, as is every table on SQLite: the digests are t
 
 PostgreSQL to PostgreSQL (the usual venue-to-cloud pair when both are PostgreSQL) skips the text
 normalisation and MD5: both sides hash each row with PostgreSQL's own 64-bit type hashes
-(`hash_record_extended` over the row, mixed per row by `hashtextextended` so a sum cannot be fooled by
-values swapped between rows), about 4 times cheaper. Both sides must use it or neither:
+(`hash_record_extended` over the row, seeded per row so a sum cannot be fooled by values swapped
+between rows), about 4 times cheaper. Both sides must use it or neither:
 `pair_hashers` chooses it only when every column has the same kind on both sides, a kind whose
 PostgreSQL hash depends only on the value (not enums, money, json, collations), the servers are 14 or
 later and share an encoding; otherwise the pair keeps the normalised MD5 that agrees across dialects.
@@ -224,19 +224,30 @@ class MariaDBRowHash(RowHashSQL):
 class PgNativeRowHash(RowHashSQL):
     """PostgreSQL's own type hashes over the row; only ever used on both sides of a PostgreSQL pair.
 
-    `hash_record_extended` combines the columns' 64-bit hashes linearly, so the row's value is put
-    through `hashtextextended` once more before summing: a table's sum then depends on which values
-    share a row, not just on each column's multiset of values.
+    `hash_record_extended` combines the columns' seeded 64-bit hashes linearly, so with one seed for
+    every row a table's sum would only depend on each column's multiset of values (values swapped
+    between rows would go unseen). Each row's hashes are therefore seeded by the row's own key when it
+    is a single integer (every row a different seed, at no cost); otherwise the row's hash is put
+    through `hashtextextended` once more before summing.
     """
 
     name = "pg-native"
+    ZERO: ColumnElement[Any] = sa.literal_column("0")
 
     def piece(self, col: ColumnElement[Any], kind: ColumnKind) -> ColumnElement[Any] | None:
         return col if kind.kind in NATIVE_KINDS else None
 
     def digest(self, pieces: list[ColumnElement[Any]]) -> ColumnElement[Any]:
-        record = sa.func.hash_record_extended(sa.func.row(*pieces), sa.literal_column("0"))
-        return sa.func.hashtextextended(sa.cast(record, sa.Text), sa.literal_column("0"))
+        record = sa.func.hash_record_extended(sa.func.row(*pieces), self.ZERO)
+        return sa.func.hashtextextended(sa.cast(record, sa.Text), self.ZERO)
+
+    def keyed_digest(self, cols: Sequence[sa.Column[Any]], key: Sequence[sa.Column[Any]]) -> ColumnElement[Any] | None:
+        if len(key) != 1 or column_kind(key[0].type).kind != "int":
+            return self.row_digest(cols)
+        pieces = [self.piece(c, column_kind(c.type)) for c in cols]
+        if any(p is None for p in pieces):
+            return None
+        return sa.func.hash_record_extended(sa.func.row(*pieces), sa.cast(key[0], sa.BigInteger))
 
 
 #: kinds whose PostgreSQL hash is a function of the value alone, the same for every type of the kind
@@ -406,7 +417,10 @@ class RangeSide:
         self.use_hasher(None if force_python else hasher_for(engine.dialect.name))
 
     def use_hasher(self, hasher: RowHashSQL | None) -> None:
-        digest = hasher.row_digest(self.columns) if hasher is not None else None
+        if isinstance(hasher, PgNativeRowHash):
+            digest = hasher.keyed_digest(self.columns, self.key_columns)
+        else:
+            digest = hasher.row_digest(self.columns) if hasher is not None else None
         self._hasher, self._digest = (hasher, digest) if digest is not None else (None, None)
 
     @property

@@ -212,3 +212,23 @@ def _no_errors():
 
 def _no_read(lo, hi):
     raise AssertionError("summed in SQL")
+
+
+def test_postgresql_native_digest_seeds_each_row_by_its_integer_key_or_mixes_it_again():
+    from cloudsync.verify.rangehash import PgNativeRowHash
+
+    md = sa.MetaData()
+    single = sa.Table("s", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("v", sa.Text))
+    composite = sa.Table("c", md, sa.Column("a", sa.Integer, primary_key=True),
+                         sa.Column("b", sa.Text, primary_key=True), sa.Column("v", sa.Numeric(12, 2)))
+    hasher = PgNativeRowHash()
+
+    def sql(t: sa.Table) -> str:
+        digest = hasher.keyed_digest(list(t.columns), list(t.primary_key.columns))
+        assert digest is not None
+        return str(digest.compile(dialect=postgresql.dialect()))
+
+    assert sql(single) == "hash_record_extended(row(s.id, s.v), CAST(s.id AS BIGINT))"
+    assert sql(composite) == "hashtextextended(CAST(hash_record_extended(row(c.a, c.b, c.v), 0) AS TEXT), 0)"
+    money = sa.Table("m", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("m", postgresql.MONEY))
+    assert hasher.keyed_digest(list(money.columns), [money.c.id]) is None  # money has no hash: not native
