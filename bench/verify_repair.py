@@ -14,8 +14,10 @@ binary, boolean, NULLs) is built inside PostgreSQL. With real Celery worker proc
    the same steps `cloudsync verify VENUE --repair` takes. Before it, the cloud table is vacuumed
    (drift is found at night, not seconds after a bulk load whose autovacuum would compete for the CPU).
 
-Prints each time and the ratio (goal: verify + repair under 15% of the full resync), and writes them
-to bench/results/verify_repair.json. Options: --rows N, --workers N, --chunk-rows N, --keep.
+Prints each time and the ratio (goal: verify + repair under 15% of the full resync), where the repair
+job's time went (creating, planning and dispatching it; Celery delivery to its first chunk; its
+chunks; closing it), and writes them to bench/results/verify_repair.json. Options: --rows N,
+--workers N, --chunk-rows N, --keep.
 """
 
 from __future__ import annotations
