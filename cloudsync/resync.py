@@ -34,7 +34,7 @@ from cloudsync.services_state import publish as publish_services
 from cloudsync.sources import Source, open_source
 from cloudsync.sources.readers import read_copy_text
 from cloudsync.targets import Target
-from cloudsync.verify.rangehash import source_side, target_side
+from cloudsync.verify.rangehash import pair_hashers, source_side, target_side
 
 log = logging.getLogger(__name__)
 
@@ -286,9 +286,11 @@ def verify_tables(ctx: Context, venue: Venue, tables: list[str]) -> dict[str, An
         for name in tables:
             table = source.table(name)
             cloud = target.cloud_table(table)
-            src_sum = pool.submit(source_side(source, table, batch).range_sum, None, None)
-            dst_sum = pool.submit(
-                target_side(target, cloud, venue.id, [c.name for c in table.columns], batch).range_sum, None, None)
+            src_side = source_side(source, table, batch)
+            dst_side = target_side(target, cloud, venue.id, [c.name for c in table.columns], batch)
+            pair_hashers(src_side, dst_side)  # PostgreSQL's own row hash on both sides where they agree on it
+            src_sum = pool.submit(src_side.range_sum, None, None)
+            dst_sum = pool.submit(dst_side.range_sum, None, None)
             src, dst = src_sum.result(), dst_sum.result()
             result["tables"][name] = {"source": {"rows": src.rows, "checksum": src.hex()},
                                       "target": {"rows": dst.rows, "checksum": dst.hex()}, "match": src == dst}

@@ -86,7 +86,7 @@ def print_report(report: VerifyReport) -> None:
 @click.option("--table", "tables", multiple=True, help="Only this table (repeatable).")
 @click.option("--repair", is_flag=True, help="Resync only the differing ranges as a repair job, then verify again.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--range-rows", type=click.IntRange(min=1), help="Rows per top-level range (default: chunk size).")
+@click.option("--range-rows", type=click.IntRange(min=1), help="Rows per top-level range (default: 4096).")
 @click.option("--yes", is_flag=True, help="Repair without asking.")
 @click.option("--recheck-tables", is_flag=True,
               help="After a repair, verify the repaired tables whole (default: the repaired ranges).")

@@ -73,3 +73,23 @@ def test_copy_text_pass_through_and_populated_resync(pg_db, make_ctx, target_equ
     with engine_for(cloud).connect() as conn:
         venues = conn.execute(sa.text("SELECT DISTINCT venue_id FROM lines")).scalars().all()
     assert venues == [VENUE]
+
+
+def test_end_of_job_verification_sees_a_cloud_row_that_differs(pg_db, make_ctx):
+    """The job's closing check (PostgreSQL's own row hash on both sides) is not fooled by a changed value."""
+    src, cloud = pg_db(), pg_db()
+    _fill(src)
+    ctx = make_ctx(cloud_url=cloud, chunk_rows=400)
+    add_venue(ctx.control, VENUE, src)
+    job_id = resync.request_full_resync(ctx, VENUE)
+    for chunk_id in resync.plan_job(ctx, job_id):
+        resync.run_chunk(ctx, job_id, chunk_id, owner="t")
+    with engine_for(cloud).begin() as conn:  # drift after the copy, before the check: one value, one row
+        changed = conn.execute(sa.text("UPDATE lines SET amount = amount + 0.01 "
+                                       "WHERE loc = 1 AND txn = 500 AND line = 1")).rowcount
+    assert changed == 1
+    job = resync.finish_job(ctx, job_id)
+    assert job.state == "done" and not job.verification["match"]
+    tables = job.verification["tables"]
+    assert not tables["lines"]["match"] and tables["readings"]["match"]
+    assert tables["lines"]["source"]["rows"] == tables["lines"]["target"]["rows"]
