@@ -8,6 +8,7 @@ dated exceptions. Nothing is cached: every chunk still sees the world as it is w
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,13 +50,14 @@ def _labelled(table: sa.FromClause, prefix: str) -> list[sa.Label[Any]]:
     return [c.label(f"{prefix}{c.name}") for c in table.columns]
 
 
-def load(control: Engine, job_id: int, chunk_id: int) -> ChunkRun:
-    """The chunk's run state (UnknownJob if the job or the chunk is gone)."""
+@functools.cache
+def _statement() -> sa.Select[Any]:
+    """Built once per process: constructing this join costs more than running it."""
     open_window = (sa.select(sa.func.min(maintenance_windows.c.id))
                    .where(maintenance_windows.c.venue_id == venues.c.id, maintenance_windows.c.ended_at.is_(None))
                    .scalar_subquery())
     mw = maintenance_windows.alias("mw")
-    stmt = (sa.select(*_labelled(jobs, "j_"), *_labelled(chunks, "c_"), *_labelled(venues, "v_"),
+    return (sa.select(*_labelled(jobs, "j_"), *_labelled(chunks, "c_"), *_labelled(venues, "v_"),
                       *_labelled(mw, "w_"), venue_hours.c.week.label("h_week"),
                       *_labelled(venue_limits, "l_"), venue_tables.c.columns.label("t_columns"))
             .select_from(jobs.join(chunks, chunks.c.job_id == jobs.c.id)
@@ -65,15 +67,22 @@ def load(control: Engine, job_id: int, chunk_id: int) -> ChunkRun:
                          .outerjoin(venue_limits, venue_limits.c.venue_id == venues.c.id)
                          .outerjoin(venue_tables, sa.and_(venue_tables.c.venue_id == venues.c.id,
                                                           venue_tables.c.name == chunks.c.table_name)))
-            .where(jobs.c.id == job_id, chunks.c.id == chunk_id))
+            .where(jobs.c.id == sa.bindparam("job_id"), chunks.c.id == sa.bindparam("chunk_id")))
+
+
+_EXCEPTIONS = (sa.select(venue_hours_exceptions.c.day, venue_hours_exceptions.c.hours)
+               .where(venue_hours_exceptions.c.venue_id == sa.bindparam("venue_id"))
+               .order_by(venue_hours_exceptions.c.day))
+
+
+def load(control: Engine, job_id: int, chunk_id: int) -> ChunkRun:
+    """The chunk's run state (UnknownJob if the job or the chunk is gone)."""
     with control.connect() as conn:
-        row = conn.execute(stmt).first()
+        row = conn.execute(_statement(), {"job_id": job_id, "chunk_id": chunk_id}).first()
         if row is None:
             raise UnknownJob(f"job {job_id} chunk {chunk_id}")
         m = row._mapping
-        exceptions = conn.execute(sa.select(venue_hours_exceptions.c.day, venue_hours_exceptions.c.hours)
-                                  .where(venue_hours_exceptions.c.venue_id == m["v_id"])
-                                  .order_by(venue_hours_exceptions.c.day)).all()
+        exceptions = conn.execute(_EXCEPTIONS, {"venue_id": m["v_id"]}).all()
     days = exceptions_by_day(exceptions)
     week = m["h_week"]
     limits = (Limits(m["l_trading_rows_per_s"], m["l_trading_chunks"], m["l_off_rows_per_s"], m["l_off_chunks"], True)
