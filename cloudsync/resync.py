@@ -42,6 +42,8 @@ Progress = Callable[[dict[str, Any]], None]
 
 #: a finisher silent this long is presumed dead and its claim may be taken over
 FINISH_CLAIM_STALE_S = 900
+#: tables planned at once (each plan is one scan of the table's key index at the venue)
+PLAN_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -93,14 +95,19 @@ def plan_job(ctx: Context, job_id: int) -> list[int]:
     for name in skipped:
         jobrepo.log_event(ctx.control, venue.id, f"table {name} skipped: no primary key", job_id=job_id,
                           level="WARNING")
-    planned = []
+    reflected = []
     for name in tables:
         table = source.table(name)
         added = target.ensure_table(table)
         if added:
             jobrepo.log_event(ctx.control, venue.id, f"table {name}: cloud columns added: {', '.join(added)}",
                               job_id=job_id)
-        count, bounds = source.plan(table, chunk_rows)
+        reflected.append(table)
+    # planning reads every key of every table once: two tables at a time, on two database sessions
+    with ThreadPoolExecutor(max_workers=PLAN_THREADS, thread_name_prefix="cs-plan") as pool:
+        plans = list(pool.map(lambda t: source.plan(t, chunk_rows), reflected))
+    planned = []
+    for name, table, (count, bounds) in zip(tables, reflected, plans, strict=True):
         record_table(ctx.control, venue.id, name, [c.name for c in source.key_columns(table)],
                      [[c.name, str(c.type)] for c in table.columns], count)
         edges = [None, *bounds, None]
