@@ -15,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from cloudsync.dsn import mask_dsn, parse_dsn
-from cloudsync.errors import BadDSN, SourceUnavailable, TargetUnavailable, TerminalError
+from cloudsync.errors import BadDSN, ControlUnavailable, SourceUnavailable, TargetUnavailable, TerminalError
 
 _engines: dict[tuple[int, str], Engine] = {}
 
@@ -145,6 +145,18 @@ def target_errors() -> Iterator[None]:
         if is_connection_error(err) or _is_lock_error(err):
             raise TargetUnavailable(detail) from err
         raise TerminalError(f"cloud database error: {detail}") from err
+
+
+@contextlib.contextmanager
+def control_errors() -> Iterator[None]:
+    """A lost control-database connection is transient (the work is retried); other errors pass as they are."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as err:
+        if not is_connection_error(err):
+            raise
+        detail = mask_dsn(str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else type(err).__name__)
+        raise ControlUnavailable(detail) from err
 
 
 def _is_lock_error(err: BaseException) -> bool:

@@ -4,6 +4,7 @@
     ├── TransientError              retry with backoff; the world may change
     │   ├── SourceUnavailable       venue database unreachable or connection dropped
     │   ├── TargetUnavailable       cloud database unreachable or connection dropped
+    │   ├── ControlUnavailable      control database unreachable or connection dropped
     │   ├── Paused                  a guard holds the work back (re-indexing, rate limit)
     │   └── ChunkBusy               another live worker holds this chunk's lease
     └── TerminalError               fail, with a message a person can act on
@@ -65,6 +66,11 @@ class SourceUnavailable(TransientError):
 class TargetUnavailable(TransientError):
     def __init__(self, detail: str) -> None:
         super().__init__(f"cloud database unavailable: {detail}", detail=detail)
+
+
+class ControlUnavailable(TransientError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"control database unavailable: {detail}", detail=detail)
 
 
 class Paused(TransientError):

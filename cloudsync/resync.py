@@ -27,7 +27,8 @@ from cloudsync.control import jobs as jobrepo
 from cloudsync.control.jobs import Chunk, Job
 from cloudsync.control.store import utcnow
 from cloudsync.control.venues import Venue, get_venue, record_table, resolve_tables
-from cloudsync.errors import AlreadyRunning, JobStateError, UnknownJob
+from cloudsync.db import control_errors
+from cloudsync.errors import AlreadyRunning, ControlUnavailable, JobStateError, UnknownJob
 from cloudsync.incremental import position_for_resync, resume_after_resync
 from cloudsync.keys import format_key
 from cloudsync.services_state import publish as publish_services
@@ -139,19 +140,20 @@ def run_chunk(ctx: Context, job_id: int, chunk_id: int, owner: str, progress: Pr
     `admit(job)` runs before any work and may refuse it by raising (the tasks check the job's signed
     grant there); it gets None when the job does not exist.
     """
-    try:
-        run = chunk_run.load(ctx.control, job_id, chunk_id)
-    except UnknownJob:
+    with control_errors():  # a control database restarting mid-chunk: the chunk is retried, not lost
+        try:
+            run = chunk_run.load(ctx.control, job_id, chunk_id)
+        except UnknownJob:
+            if admit:
+                admit(None)
+            raise
         if admit:
-            admit(None)
-        raise
-    if admit:
-        admit(run.job)
-    if run.job.state not in ("running", "paused"):
-        return ChunkOutcome(chunk_id, ran=False, job_settled=False)
-    # guards before the claim, so a wait spends no delivery: lease, re-indexing, limits (may raise Paused)
-    with guards.chunk_guard(ctx, run):
-        return _run_guarded(ctx, run, owner, progress)
+            admit(run.job)
+        if run.job.state not in ("running", "paused"):
+            return ChunkOutcome(chunk_id, ran=False, job_settled=False)
+        # guards before the claim, so a wait spends no delivery: lease, re-indexing, limits (may raise Paused)
+        with guards.chunk_guard(ctx, run):
+            return _run_guarded(ctx, run, owner, progress)
 
 
 def _run_guarded(ctx: Context, run: ChunkRun, owner: str, progress: Progress | None) -> ChunkOutcome:
@@ -233,7 +235,12 @@ def chunk_failed(ctx: Context, job_id: int, chunk_id: int, error: BaseException)
 
 
 def chunk_retrying(ctx: Context, chunk_id: int, owner: str, error: BaseException, count_attempt: bool = True) -> None:
-    jobrepo.release_chunk(ctx.control, chunk_id, owner, str(error), count_attempt=count_attempt)
+    """Give the chunk's lease back before a retry; with the control database away, the lease expires instead."""
+    try:
+        with control_errors():
+            jobrepo.release_chunk(ctx.control, chunk_id, owner, str(error), count_attempt=count_attempt)
+    except ControlUnavailable as err:
+        log.warning("chunk=%s lease not released (%s); it expires by itself", chunk_id, err)
 
 
 def finish_job(ctx: Context, job_id: int, verify: bool = True, owner: str | None = None) -> Job:
