@@ -182,7 +182,8 @@ def _relaxed(conn: sa.Connection) -> None:
 
     Only for lease and checkpoint writes the job recovers from: a crash of the control database loses
     at most its last fraction of a second of them, and a lost claim, renewal or checkpoint only makes
-    a chunk run again (chunks are idempotent). Job states, fences and the audit log stay synchronous.
+    a chunk run again (chunks are idempotent; a claim lost with its token is refused at the fence by owner).
+    Job states, job fencing tokens and the audit log stay synchronous.
     """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
