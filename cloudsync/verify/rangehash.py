@@ -49,6 +49,7 @@ from cloudsync.targets import VENUE_COLUMN, Target
 log = logging.getLogger(__name__)
 
 MOD_64 = 1 << 64
+INT8_MIN, INT8_MAX = -(1 << 63), (1 << 63) - 1
 TIMESTAMP_UTC = "UTC"
 Rows = list[Sequence[Any]]
 NormKey = tuple[str, ...]
@@ -249,6 +250,68 @@ class PgNativeRowHash(RowHashSQL):
             return None
         return sa.func.hash_record_extended(sa.func.row(*pieces), sa.cast(key[0], sa.BigInteger))
 
+    def column_hashes(self, cols: Sequence[sa.Column[Any]], key: Sequence[sa.Column[Any]]) -> Weighted | None:
+        """The row hash of `keyed_digest` as a weighted sum of per-column hashes, for summing per column.
+
+        `hash_record_extended(row(c1 … cn), seed)` is Σ 31**(n-i) × h_i(ci, seed) mod 2**64, h_i being the
+        extended hash function of ci's type (0 for NULL). Summing each column's hashes over a range and
+        weighting the sums afterwards gives the same checksum without building a record per row (about a
+        fifth of the cost of a checksum query). Each h_i is called directly where it takes the column's
+        value as SQL can pass it (the same function the record hash looks up, or one that hashes every
+        value alike), else through a one-column record, which is h_i exactly. Single integer keys only
+        (the seed); None otherwise or for tables too wide for it to pay.
+        """
+        if len(key) != 1 or column_kind(key[0].type).kind != "int" or len(cols) > MAX_COLUMN_SUMS:
+            return None
+        seed = sa.cast(key[0], sa.BigInteger)
+        n = len(cols)
+        out: Weighted = []
+        for i, col in enumerate(cols):
+            if self.piece(col, column_kind(col.type)) is None:
+                return None
+            out.append(((31 ** (n - 1 - i)) % MOD_64, _column_hash(col, seed)))
+        return out
+
+
+#: more columns than this: one record hash per row (a sum per column would cost more than it saves)
+MAX_COLUMN_SUMS = 32
+
+Weighted = list[tuple[int, ColumnElement[Any]]]
+
+
+def _column_hash(col: sa.Column[Any], seed: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The extended hash PostgreSQL's record hash applies to `col` (seeded by `seed`), called directly.
+
+    int2/int4/int8 hash alike (hashint8extended folds its high half away for values that fit 32 bits),
+    float4 as float8, a boolean as the integer 0/1 (its "char" hash), a zoned timestamp as its UTC
+    wall clock (the same microseconds, hashed by the same function); anything else through a one-column record.
+    """
+    col_type = col.type
+    kind = column_kind(col_type).kind
+    f = sa.func
+    if kind == "int":
+        return f.hashint8extended(sa.cast(col, sa.BigInteger), seed)
+    if kind == "bool":
+        return f.hashint4extended(sa.cast(col, sa.Integer), seed)
+    if kind == "decimal" and type(col_type).__name__.upper() in ("NUMERIC", "DECIMAL"):
+        return f.hash_numeric_extended(col, seed)
+    if kind == "float" and isinstance(col_type, sa.Float):
+        return f.hashfloat8extended(sa.cast(col, postgresql.DOUBLE_PRECISION), seed)
+    if kind == "text" and type(col_type).__name__.upper() in _PLAIN_TEXT:
+        return f.hashtextextended(col, seed)
+    if kind == "datetime":
+        return f.timestamp_hash_extended(col, seed)
+    if kind == "datetimetz":
+        # AT TIME ZONE a zero interval: the UTC wall clock, the same microseconds (no zone name to look up)
+        return f.timestamp_hash_extended(f.timezone(sa.literal_column("INTERVAL '0'"), col), seed)
+    if kind == "uuid" and type(col_type).__name__.upper() == "UUID":
+        return f.uuid_hash_extended(col, seed)
+    return f.hash_record_extended(f.row(col), seed)  # date, bytea, char(n), …: the record hash of one column
+
+
+#: string types whose PostgreSQL hash is hashtextextended (not citext, which folds case)
+_PLAIN_TEXT = frozenset({"STRING", "TEXT", "VARCHAR", "UNICODE", "UNICODETEXT", "NVARCHAR"})
+
 
 #: kinds whose PostgreSQL hash is a function of the value alone, the same for every type of the kind
 #: (int2/int4/int8 hash alike; numeric ignores scale; timestamps hash their instant; text its bytes)
@@ -376,19 +439,23 @@ def hasher_for(dialect: str) -> RowHashSQL | None:
     return _HASHERS.get(dialect)
 
 
-def _plan_for_checksums(conn: sa.Connection, grouped: bool = False) -> None:
+def _plan_for_checksums(conn: sa.Connection, grouped: bool = False, by_index: bool = False) -> None:
     """PostgreSQL settings for this transaction's checksum query.
 
     No JIT: compiling the expressions first costs more than it saves (a CASE over a thousand range
     boundaries takes seconds to compile). Grouped by range, the planner cannot tell that the ranges are
     few (it expects a group per key), so it would sort every row, spilling to disk, and hash the rows
-    in one process after a Gather: a hash aggregate in one scan is several times cheaper.
+    in one process after a Gather: a hash aggregate in one scan is several times cheaper. Summed range
+    by range (`by_index`), each range is read through the key index: never a scan of the whole table
+    per range.
     """
     if conn.dialect.name != "postgresql":
         return
     settings = {"jit": "off"}
-    if grouped:
+    if grouped or by_index:
         settings.update(enable_sort="off", max_parallel_workers_per_gather="0")
+    if by_index:
+        settings.update(enable_seqscan="off")
     conn.execute(sa.select(*(sa.func.set_config(name, value, True) for name, value in settings.items())))
 
 
@@ -414,14 +481,26 @@ class RangeSide:
         self.forced_python = force_python
         self._hasher: RowHashSQL | None = None
         self._digest: ColumnElement[Any] | None = None
+        self._sums: Weighted = []
         self.use_hasher(None if force_python else hasher_for(engine.dialect.name))
 
     def use_hasher(self, hasher: RowHashSQL | None) -> None:
+        columns: Weighted | None = None
         if isinstance(hasher, PgNativeRowHash):
             digest = hasher.keyed_digest(self.columns, self.key_columns)
+            columns = hasher.column_hashes(self.columns, self.key_columns) if digest is not None else None
         else:
             digest = hasher.row_digest(self.columns) if hasher is not None else None
         self._hasher, self._digest = (hasher, digest) if digest is not None else (None, None)
+        if self._hasher is None or self._digest is None:
+            self._sums = []
+        elif columns is not None:  # a range's checksum: Σ weight × (sum of the column's hashes)
+            self._sums = [(weight, sa.func.sum(h)) for weight, h in columns]
+        else:
+            self._sums = [(1, self._hasher.total(self._digest))]
+
+    def _checksum(self, totals: Sequence[Any]) -> int:
+        return sum(weight * int(total or 0) for (weight, _), total in zip(self._sums, totals, strict=True)) % MOD_64
 
     @property
     def method(self) -> str:
@@ -440,12 +519,12 @@ class RangeSide:
                     rows += 1
                     checksum += row_digest64(row)
             return RangeSum(rows, checksum % MOD_64)
-        stmt = sa.select(sa.func.count(), self._hasher.total(self._digest)).select_from(self.table).where(
+        stmt = sa.select(sa.func.count(), *(agg for _, agg in self._sums)).select_from(self.table).where(
             self._where(lo, hi))
         with self._errors(), self.engine.connect() as conn:
             _plan_for_checksums(conn)
-            count, total = conn.execute(stmt).one()
-        return RangeSum(int(count), int(total or 0) % MOD_64)
+            count, *totals = conn.execute(stmt).one()
+        return RangeSum(int(count), self._checksum(totals))
 
     def range_sums(self, lo: Key | None, hi: Key | None, cuts: Cuts) -> list[RangeSum]:
         """Checksums of the consecutive ranges (lo, b1], (b1, b2], …, (bn, hi]: one query, one pass."""
@@ -455,6 +534,8 @@ class RangeSide:
         edges = [lo, *bounds, hi]
         if self._digest is None or self._hasher is None:
             return [self.range_sum(a, b) for a, b in zip(edges, edges[1:], strict=False)]
+        if self.integer_key and self.engine.dialect.name == "postgresql":
+            return self._sums_by_index(edges)
         if isinstance(cuts, EvenCuts) and self.integer_key:
             bucket = cuts.bucket(self.key_columns[0], self.engine.dialect.name)
         else:
@@ -477,6 +558,38 @@ class RangeSide:
             for bucket, count, total in conn.execute(stmt):
                 found[int(bucket)] = RangeSum(int(count), int(total or 0) % MOD_64)
         return [found.get(i, RangeSum(0, 0)) for i in range(len(bounds) + 1)]
+
+    def _sums_by_index(self, edges: Sequence[Key | None]) -> list[RangeSum]:
+        """PostgreSQL, a single integer key: each range (edges[i], edges[i+1]] summed on its own, all in one
+        query (a lateral aggregate per range over an array of bounds), each read through the key index.
+
+        About a fifth cheaper than grouping every row of the table by its range (no hash lookup of each
+        row's range), and on a cloud table that many venues share it reads this venue's rows only.
+        """
+        key = self.key_columns[0]
+        lows: list[int] = []
+        highs: list[int] = []
+        for a, b in zip(edges, edges[1:], strict=False):
+            low = INT8_MIN if a is None else int(a[0]) + 1
+            high = INT8_MAX if b is None else int(b[0])
+            if low > high:
+                low, high = 1, 0  # empty (nothing lies after the largest bigint)
+            lows.append(low)
+            highs.append(high)
+        array = postgresql.ARRAY(sa.BigInteger)
+        ranges = sa.func.unnest(sa.bindparam("cs_lows", lows, type_=array),
+                                sa.bindparam("cs_highs", highs, type_=array)).table_valued(
+            "cs_lo", "cs_hi", with_ordinality="cs_i").render_derived("cs_r")
+        aggregates = [sa.func.count().label("cs_n"), *(agg.label(f"cs_t{i}") for i, (_, agg) in enumerate(self._sums))]
+        per_range = sa.select(*aggregates).select_from(self.table).where(
+            *self.filters, key >= ranges.c.cs_lo, key <= ranges.c.cs_hi).lateral("cs_s")
+        stmt = sa.select(ranges.c.cs_i, *per_range.c).select_from(ranges.join(per_range, sa.true()))
+        found: dict[int, RangeSum] = {}
+        with self._errors(), self.engine.connect() as conn:
+            _plan_for_checksums(conn, by_index=True)
+            for number, count, *totals in conn.execute(stmt):
+                found[int(number) - 1] = RangeSum(int(count), self._checksum(totals))
+        return [found.get(i, RangeSum(0, 0)) for i in range(len(lows))]
 
     def key_extent(self) -> tuple[int, int] | None:
         """(smallest, largest) key of a single integer key (from the key index), None when empty."""

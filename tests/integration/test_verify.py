@@ -180,6 +180,83 @@ def test_postgresql_pair_hashes_natively_and_sees_what_the_normalised_hash_sees(
     assert not pair_hashers(venue, cloud) and (venue.method, cloud.method) == ("sql", "python")  # char(n): padding
 
 
+def test_postgresql_native_sums_per_column_equal_the_record_hash_and_sum_by_index(pg_db):
+    """PostgreSQL pairs sum each column's hash and weight the sums: the same checksum as summing
+    `hash_record_extended` of every row, for every native kind (NULLs, NaN, -0, extremes, char padding), and
+    summing range by range through the key index gives what one range at a time gives."""
+    from cloudsync.verify.rangehash import pair_hashers
+
+    dsn = pg_db()
+    engine = engine_for(dsn)
+    md = sa.MetaData()
+    table = sa.Table(
+        "kinds", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("s", sa.SmallInteger), sa.Column("b", sa.BigInteger), sa.Column("v", sa.String(20)),
+        sa.Column("t", sa.Text), sa.Column("c", sa.CHAR(4)), sa.Column("n", sa.Numeric(10, 3)),
+        sa.Column("f", sa.Float), sa.Column("flag", sa.Boolean),
+        sa.Column("ts", sa.DateTime), sa.Column("tz", sa.DateTime(timezone=True)), sa.Column("d", sa.Date),
+        sa.Column("blob", sa.LargeBinary), sa.Column("u", sa.Uuid))
+    import uuid
+    rows = [
+        {"id": -5, "s": -32768, "b": -(1 << 63), "v": "Zoë", "t": "饺子 🌶️", "c": "ab", "n": Decimal("-0.500"),
+         "f": float("nan"), "flag": False, "ts": dt.datetime(1999, 12, 31, 23, 59, 59, 999999),
+         "tz": dt.datetime(2026, 3, 1, 6, 30, tzinfo=TZ_PLUS_10), "d": dt.date(1999, 1, 9), "blob": b"\x00\xff",
+         "u": uuid.UUID(int=1)},
+        {"id": 0, "s": 0, "b": 0, "v": "", "t": "", "c": "", "n": Decimal("0"), "f": -0.0,
+         "flag": True, "ts": dt.datetime(2026, 1, 1), "tz": dt.datetime(2000, 1, 1, tzinfo=UTC),
+         "d": dt.date(2000, 1, 1), "blob": b"", "u": uuid.UUID(int=(1 << 128) - 1)},
+        {"id": 7, **{c.name: None for c in table.columns if c.name != "id"}},
+        {"id": 2_000_000_000, "s": 32767, "b": (1 << 63) - 1, "v": "x" * 20, "t": "y" * 3000, "c": "abcd",
+         "n": Decimal("1234567.125"), "f": 1e-300, "flag": None, "ts": None,
+         "tz": dt.datetime(2026, 6, 30, 2, 0, 0, 1, tzinfo=TZ_MINUS_5), "d": None, "blob": bytes(range(256)),
+         "u": None},
+    ]
+    with engine.begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), rows)
+    reflected = sa.Table("kinds", sa.MetaData(), autoload_with=engine)
+    pk = [reflected.c.id]
+
+    def side() -> RangeSide:
+        return RangeSide("pg", engine, reflected, list(reflected.columns), pk, [], lambda: source_errors("k"),
+                         lambda lo, hi: iter(()))
+
+    venue, cloud = side(), side()
+    assert pair_hashers(venue, cloud) and venue.method == "pg-native"
+    assert len(venue._sums) == len(reflected.columns)  # a sum per column
+    record = sa.func.hash_record_extended(sa.func.row(*reflected.columns), sa.cast(reflected.c.id, sa.BigInteger))
+
+    def by_record(lo: int | None, hi: int | None) -> tuple[int, int]:
+        cond = [reflected.c.id > lo] if lo is not None else []
+        cond += [reflected.c.id <= hi] if hi is not None else []
+        with engine.connect() as conn:
+            digests = conn.execute(sa.select(record).where(*cond)).scalars().all()
+        return len(digests), sum(int(d) for d in digests) % rangehash.MOD_64
+
+    whole = venue.range_sum(None, None)
+    assert (whole.rows, whole.checksum) == by_record(None, None) and whole.rows == 4
+    bounds = [(-6,), (-5,), (0,), (6,), (7,), (1_999_999_999,)]
+    edges = [None, *bounds, None]
+    by_index = venue.range_sums(None, None, bounds)
+    assert [(r.rows, r.checksum) for r in by_index] == [by_record(lo and lo[0], hi and hi[0])
+                                                       for lo, hi in zip(edges, edges[1:], strict=False)]
+    assert by_index == [venue.range_sum(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False)]
+    assert [r.rows for r in by_index] == [0, 1, 1, 0, 1, 0, 1]
+    assert venue.range_sums((-5,), (7,), EvenCuts(-4, 11, 3)) == [venue.range_sum(lo, hi) for lo, hi in
+                                                                 [((-5,), (-1,)), ((-1,), (2,)), ((2,), (7,))]]
+    # a changed value in any one column changes its range's checksum
+    for col in ("s", "b", "v", "t", "c", "n", "f", "flag", "ts", "tz", "d", "blob", "u"):
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"UPDATE kinds SET {col} = (SELECT {col} FROM kinds WHERE id = 0) WHERE id = -5"))
+        assert venue.range_sum(None, None) != whole, col
+        assert venue.range_sums(None, None, bounds)[1] != by_index[1], col
+        assert venue.range_sums(None, None, bounds)[2] == by_index[2], col
+        with engine.begin() as conn:
+            conn.execute(table.delete().where(table.c.id == -5))
+            conn.execute(table.insert(), [rows[0]])
+    assert venue.range_sum(None, None) == whole
+
+
 # -- damaged tables: verify finds exactly the damage, repair fixes it ---------------------------------
 
 def _keys_at(source_dsn: str, table: str, fractions: list[float]) -> list[tuple[Any, ...]]:
