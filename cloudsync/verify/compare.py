@@ -3,8 +3,9 @@
 Each table is cut into top-level key ranges of about `DEFAULT_RANGE_ROWS` rows: a single integer key
 by value between its smallest and largest key on either side (`EvenCuts`: no planning pass, and each
 row's range is arithmetic), any other key at every n-th key of the venue's key index (`Source.plan`).
-All top-level ranges' row counts and checksums are computed in one grouped query per side, both sides
-at the same time (`rangehash`): one pass over each table. A range that differs is cut into `fanout`
+All top-level ranges' row counts and checksums are computed in one query per side, both sides at the
+same time (`rangehash`): one pass over each table (grouped by range, or on PostgreSQL with an integer
+key range by range through the key index). A range that differs is cut into `fanout`
 parts (by value, or at keys chosen in the database) whose sums again take one grouped query per side,
 and each part that still differs is cut again, until a part holds at most `leaf_rows` rows on either
 side. There the rows' digests are compared key by key to count missing (at the venue, not in the

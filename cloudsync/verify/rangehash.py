@@ -19,7 +19,11 @@ PostgreSQL hash depends only on the value (not enums, money, json, collations), 
 later and share an encoding; otherwise the pair keeps the normalised MD5 that agrees across dialects.
 
 Many ranges are summed in one query per side (`RangeSide.range_sums`): each row's range is found by a
-binary search of CASE expressions over the boundaries, and rows are grouped by it.
+binary search of CASE expressions over the boundaries (or arithmetically, `EvenCuts`), and rows are
+grouped by it. On PostgreSQL with a single integer key, each range is instead summed on its own through
+the key index (a lateral aggregate per range over an array of bounds, one query), and a PostgreSQL pair
+sums each column's hash separately and weights the sums in Python: the same checksum as summing the
+record hash of every row, without building a record per row.
 """
 
 from __future__ import annotations
