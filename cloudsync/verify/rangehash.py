@@ -262,8 +262,9 @@ class PgNativeRowHash(RowHashSQL):
         weighting the sums afterwards gives the same checksum without building a record per row (about a
         fifth of the cost of a checksum query). Each h_i is called directly where it takes the column's
         value as SQL can pass it (the same function the record hash looks up, or one that hashes every
-        value alike), else through a one-column record, which is h_i exactly. Single integer keys only
-        (the seed); None otherwise or for tables too wide for it to pay.
+        value alike), else through a one-column record, which is h_i exactly; bytea alone is hashed as
+        its hex text (the same on every server, like every other h_i). Single integer keys only (the
+        seed); None otherwise or for tables too wide for it to pay.
         """
         if len(key) != 1 or column_kind(key[0].type).kind != "int" or len(cols) > MAX_COLUMN_SUMS:
             return None
@@ -310,7 +311,9 @@ def _column_hash(col: sa.Column[Any], seed: ColumnElement[Any]) -> ColumnElement
         return f.timestamp_hash_extended(f.timezone(sa.literal_column("INTERVAL '0'"), col), seed)
     if kind == "uuid" and type(col_type).__name__.upper() == "UUID":
         return f.uuid_hash_extended(col, seed)
-    return f.hash_record_extended(f.row(col), seed)  # date, bytea, char(n), …: the record hash of one column
+    if kind == "binary":  # bytea's own hash takes no SQL argument: its hex text's (a one-column record costs more)
+        return f.hashtextextended(f.encode(col, sa.literal_column("'hex'")), seed)
+    return f.hash_record_extended(f.row(col), seed)  # date, char(n), …: the record hash of one column
 
 
 #: string types whose PostgreSQL hash is hashtextextended (not citext, which folds case)
