@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -27,8 +25,6 @@ PG_LOCK_TIMEOUT_S = 60
 PG_IDLE_TX_TIMEOUT_S = 600
 PG_KEEPALIVE_IDLE_S = 15
 PG_TCP_USER_TIMEOUT_MS = 60_000
-#: a pooled connection idle at least this long is pinged before it is handed out again
-PING_AFTER_IDLE_S = 5.0
 
 
 def _pg_connect_args() -> dict[str, object]:
@@ -62,7 +58,9 @@ def engine_for(dsn: str, role: str = "s") -> Engine:
         if engine is not None:
             return engine
         url = parse_dsn(dsn, role)
-        kwargs: dict[str, object] = {}
+        # every checkout is pinged: a connection killed while it sat in the pool (a restarted server, a
+        # terminated backend) is replaced before it is used, including by the raw-driver COPY paths
+        kwargs: dict[str, object] = {"pool_pre_ping": True}
         if url.drivername.startswith("sqlite"):
             if url.database and url.database != ":memory:":
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -77,34 +75,8 @@ def engine_for(dsn: str, role: str = "s") -> Engine:
             raise BadDSN(mask_dsn(dsn), str(err).splitlines()[0]) from err
         if url.drivername.startswith("sqlite"):
             event.listen(engine, "connect", _sqlite_pragmas)
-        else:
-            _ping_when_idle(engine)
         _engines[key] = engine
         return engine
-
-
-def _ping_when_idle(engine: Engine) -> None:
-    """Ping a pooled connection on checkout only when it sat idle for PING_AFTER_IDLE_S or more.
-
-    `pool_pre_ping` pings on every checkout: a round trip per statement group, a dozen per chunk. A
-    connection returned moments ago is as good as one just pinged; one that did die in that moment
-    fails its statement, which the callers treat as the transient error it is (retried).
-    """
-    @event.listens_for(engine, "checkout")
-    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-        last = record.info.get("cs_checked_in_at")
-        if last is not None and time.monotonic() - last < PING_AFTER_IDLE_S:
-            return
-        try:
-            alive = engine.dialect.do_ping(dbapi_conn)
-        except Exception as err:  # noqa: BLE001 - any failure to ping means a dead connection
-            raise sa.exc.DisconnectionError(str(err)) from err
-        if not alive:
-            raise sa.exc.DisconnectionError("ping failed")
-
-    @event.listens_for(engine, "checkin")
-    def _checkin(_dbapi_conn: Any, record: Any) -> None:
-        record.info["cs_checked_in_at"] = time.monotonic()
 
 
 def dispose_all() -> None:

@@ -52,14 +52,16 @@ def test_worker_killed_mid_chunk_redelivers_and_the_job_completes(redis_url, pg_
     cloud = pg_db()
     ctx = make_ctx(cloud_url=cloud, redis_url=redis_url, chunk_rows=2000)
     make_venue(ctx, pg_db(), rows=12000)
-    # one pool process: the chunk stuck on the lock is in the process we kill
-    (proc,) = workers(ctx.settings, redis_url, count=1, concurrency=1)
-    job_id = _start_job(ctx)
-    wait_for_job(ctx, job_id, timeout_s=120, until=lambda j: j.chunks_total > 0 or not j.active)
+    # planned here, and the cloud table locked before any worker exists: no chunk can finish before the lock
+    job_id = resync.request_full_resync(ctx, "v1", requested_by="test")
+    chunk_ids = resync.plan_job(ctx, job_id)
     locker = sa.create_engine(cloud)
     try:
         with locker.connect() as conn:
             conn.execute(sa.text("LOCK TABLE transaction_lines IN ACCESS EXCLUSIVE MODE"))
+            # one pool process: the chunk stuck on the lock is in the process we kill
+            (proc,) = workers(ctx.settings, redis_url, count=1, concurrency=1)
+            CeleryDispatcher(ctx).run_chunks(job_id, chunk_ids)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 with ctx.control.connect() as c:
