@@ -20,7 +20,13 @@ from cloudsync.control.jobs import Chunk, Job
 from cloudsync.control.schema import chunks, jobs, venue_tables, venues
 from cloudsync.control.venues import Venue
 from cloudsync.errors import UnknownJob
-from cloudsync.guards.rules import Limits, MaintenanceWindow, exceptions_by_day, window_from_mapping
+from cloudsync.guards.rules import (
+    Limits,
+    MaintenanceWindow,
+    exceptions_by_day,
+    limits_from_mapping,
+    window_from_mapping,
+)
 from cloudsync.guards.trading_hours import Schedule, parse_schedule
 
 
@@ -42,8 +48,13 @@ class _Part:
         self._mapping = mapping
 
 
+def _fields(m: Any, table: sa.Table, prefix: str) -> dict[str, Any]:
+    """One table's columns out of a joined row, by their own names."""
+    return {c.name: m[f"{prefix}{c.name}"] for c in table.columns}
+
+
 def _part(m: Any, table: sa.Table, prefix: str) -> _Part:
-    return _Part({c.name: m[f"{prefix}{c.name}"] for c in table.columns})
+    return _Part(_fields(m, table, prefix))
 
 
 def _labelled(table: sa.FromClause, prefix: str) -> list[sa.Label[Any]]:
@@ -85,14 +96,13 @@ def load(control: Engine, job_id: int, chunk_id: int) -> ChunkRun:
         exceptions = conn.execute(_EXCEPTIONS, {"venue_id": m["v_id"]}).all()
     days = exceptions_by_day(exceptions)
     week = m["h_week"]
-    limits = (Limits(m["l_trading_rows_per_s"], m["l_trading_chunks"], m["l_off_rows_per_s"], m["l_off_chunks"], True)
-              if m["l_venue_id"] is not None else Limits())
+    limits = limits_from_mapping(_fields(m, venue_limits, "l_")) if m["l_venue_id"] is not None else Limits()
     columns = m["t_columns"]
     return ChunkRun(
         job=Job.from_row(_part(m, jobs, "j_")),
         chunk=Chunk.from_row(_part(m, chunks, "c_")),
         venue=Venue.from_row(_part(m, venues, "v_")),
-        window=window_from_mapping(_part(m, maintenance_windows, "w_")._mapping) if m["w_id"] is not None else None,
+        window=window_from_mapping(_fields(m, maintenance_windows, "w_")) if m["w_id"] is not None else None,
         schedule=parse_schedule(week, days) if week is not None or days else None,
         limits=limits,
         columns=None if columns is None else [c[0] for c in columns],

@@ -99,7 +99,7 @@ def source_errors(venue: str) -> Iterator[None]:
     try:
         yield
     except sa.exc.SQLAlchemyError as err:
-        detail = mask_dsn(str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else type(err).__name__)
+        detail = _detail(err)
         if is_connection_error(err):
             raise SourceUnavailable(venue, detail) from err
         raise TerminalError(f"venue {venue}: source error: {detail}", venue=venue) from err
@@ -113,7 +113,7 @@ def target_errors() -> Iterator[None]:
     try:
         yield
     except sa.exc.SQLAlchemyError as err:
-        detail = mask_dsn(str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else type(err).__name__)
+        detail = _detail(err)
         if is_connection_error(err) or _is_lock_error(err):
             raise TargetUnavailable(detail) from err
         raise TerminalError(f"cloud database error: {detail}") from err
@@ -127,8 +127,13 @@ def control_errors() -> Iterator[None]:
     except sa.exc.SQLAlchemyError as err:
         if not is_connection_error(err):
             raise
-        detail = mask_dsn(str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else type(err).__name__)
+        detail = _detail(err)
         raise ControlUnavailable(detail) from err
+
+
+def _detail(err: sa.exc.SQLAlchemyError) -> str:
+    """The driver's first line about an error, with any password in it masked."""
+    return mask_dsn(str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else type(err).__name__)
 
 
 def _is_lock_error(err: BaseException) -> bool:

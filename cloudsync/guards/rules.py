@@ -131,9 +131,11 @@ def _date(value: object) -> dt.date:
 def get_limits(control: Engine, venue_id: str) -> Limits:
     with control.connect() as conn:
         row = conn.execute(sa.select(venue_limits).where(venue_limits.c.venue_id == venue_id)).first()
-    if row is None:
-        return Limits()
-    m = row._mapping
+    return limits_from_mapping(row._mapping) if row is not None else Limits()
+
+
+def limits_from_mapping(m: Mapping[Any, Any]) -> Limits:
+    """A stored `venue_limits` row as Limits."""
     return Limits(m["trading_rows_per_s"], m["trading_chunks"], m["off_rows_per_s"], m["off_chunks"], True)
 
 
