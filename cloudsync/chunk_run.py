@@ -2,18 +2,20 @@
 
 A chunk used to ask for its job, chunk, venue, maintenance window, trading hours, limits and recorded
 columns one query (and one pooled checkout with its ping) at a time: a dozen round trips before a
-row moved. Here they are two statements: one join for the single-valued facts, one for the venue's
-dated exceptions. Nothing is cached: every chunk still sees the world as it is when it starts.
+row moved. Here it is one join for the single-valued facts, and a second statement for the venue's
+dated exceptions only when it has any. Nothing is cached: every chunk still sees the world as it is when it starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from cloudsync.control.guards_schema import maintenance_windows, venue_hours, venue_hours_exceptions, venue_limits
 from cloudsync.control.jobs import Chunk, Job
@@ -70,7 +72,8 @@ def _statement() -> sa.Select[Any]:
     mw = maintenance_windows.alias("mw")
     return (sa.select(*_labelled(jobs, "j_"), *_labelled(chunks, "c_"), *_labelled(venues, "v_"),
                       *_labelled(mw, "w_"), venue_hours.c.week.label("h_week"),
-                      *_labelled(venue_limits, "l_"), venue_tables.c.columns.label("t_columns"))
+                      *_labelled(venue_limits, "l_"), venue_tables.c.columns.label("t_columns"),
+                      sa.exists().where(venue_hours_exceptions.c.venue_id == venues.c.id).label("x_dated"))
             .select_from(jobs.join(chunks, chunks.c.job_id == jobs.c.id)
                          .join(venues, venues.c.id == jobs.c.venue_id)
                          .outerjoin(mw, mw.c.id == open_window)
@@ -86,14 +89,24 @@ _EXCEPTIONS = (sa.select(venue_hours_exceptions.c.day, venue_hours_exceptions.c.
                .order_by(venue_hours_exceptions.c.day))
 
 
-def load(control: Engine, job_id: int, chunk_id: int) -> ChunkRun:
-    """The chunk's run state (UnknownJob if the job or the chunk is gone)."""
-    with control.connect() as conn:
+@contextlib.contextmanager
+def _connected(bind: Engine | Connection) -> Iterator[Connection]:
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with bind.connect() as conn:
+        yield conn
+
+
+def load(control: Engine | Connection, job_id: int, chunk_id: int) -> ChunkRun:
+    """The chunk's run state (UnknownJob if the job or the chunk is gone); `control` may be the chunk's
+    session (`cloudsync.control.store.chunk_session`)."""
+    with _connected(control) as conn:
         row = conn.execute(_statement(), {"job_id": job_id, "chunk_id": chunk_id}).first()
         if row is None:
             raise UnknownJob(f"job {job_id} chunk {chunk_id}")
         m = row._mapping
-        exceptions = conn.execute(_EXCEPTIONS, {"venue_id": m["v_id"]}).all()
+        exceptions = conn.execute(_EXCEPTIONS, {"venue_id": m["v_id"]}).all() if m["x_dated"] else []
     days = exceptions_by_day(exceptions)
     week = m["h_week"]
     limits = limits_from_mapping(_fields(m, venue_limits, "l_")) if m["l_venue_id"] is not None else Limits()

@@ -27,7 +27,7 @@ PG_KEEPALIVE_IDLE_S = 15
 PG_TCP_USER_TIMEOUT_MS = 60_000
 
 
-def _pg_connect_args() -> dict[str, object]:
+def _pg_connect_args(relaxed: bool = False) -> dict[str, object]:
     return {
         "connect_timeout": PG_CONNECT_TIMEOUT_S,
         "keepalives": 1,
@@ -36,7 +36,8 @@ def _pg_connect_args() -> dict[str, object]:
         "keepalives_count": 3,
         "tcp_user_timeout": PG_TCP_USER_TIMEOUT_MS,
         "options": f"-c lock_timeout={PG_LOCK_TIMEOUT_S * 1000} "
-                   f"-c idle_in_transaction_session_timeout={PG_IDLE_TX_TIMEOUT_S * 1000}",
+                   f"-c idle_in_transaction_session_timeout={PG_IDLE_TX_TIMEOUT_S * 1000}"
+                   + (" -c synchronous_commit=off" if relaxed else ""),
     }
 _lock = threading.Lock()
 
@@ -50,9 +51,14 @@ def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     cur.close()
 
 
-def engine_for(dsn: str, role: str = "s") -> Engine:
-    """The process-wide engine for `dsn`; a forked worker gets its own (keyed by pid)."""
-    key = (os.getpid(), dsn)
+def engine_for(dsn: str, role: str = "s", relaxed: bool = False) -> Engine:
+    """The process-wide engine for `dsn`; a forked worker gets its own (keyed by pid).
+
+    `relaxed`: a second engine for the same database whose connections are in autocommit and, on
+    PostgreSQL, commit without waiting for the disk (`synchronous_commit` off): for the control
+    database's lease and checkpoint writes, one statement each (`cloudsync.control.store.chunk_session`).
+    """
+    key = (os.getpid(), dsn + ("#relaxed" if relaxed else ""))
     with _lock:
         engine = _engines.get(key)
         if engine is not None:
@@ -68,7 +74,9 @@ def engine_for(dsn: str, role: str = "s") -> Engine:
         elif url.drivername.startswith("mysql"):
             kwargs["pool_recycle"] = 3600
         elif url.drivername.startswith("postgresql"):
-            kwargs["connect_args"] = _pg_connect_args()
+            kwargs["connect_args"] = _pg_connect_args(relaxed)
+        if relaxed:
+            kwargs["isolation_level"] = "AUTOCOMMIT"
         try:
             engine = sa.create_engine(url, **kwargs)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as err:

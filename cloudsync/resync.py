@@ -20,12 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import Connection, Engine
+
 from cloudsync import chunk_run, guards
 from cloudsync.chunk_run import ChunkRun
 from cloudsync.context import Context
 from cloudsync.control import jobs as jobrepo
 from cloudsync.control.jobs import Chunk, Job
-from cloudsync.control.store import utcnow
+from cloudsync.control.store import chunk_session, utcnow
 from cloudsync.control.venues import Venue, get_venue, record_table, resolve_tables
 from cloudsync.db import control_errors
 from cloudsync.errors import AlreadyRunning, ControlUnavailable, JobStateError, UnknownJob
@@ -140,9 +142,11 @@ def run_chunk(ctx: Context, job_id: int, chunk_id: int, owner: str, progress: Pr
     `admit(job)` runs before any work and may refuse it by raising (the tasks check the job's signed
     grant there); it gets None when the job does not exist.
     """
-    with control_errors():  # a control database restarting mid-chunk: the chunk is retried, not lost
+    # a control database restarting mid-chunk: the chunk is retried, not lost. One control session
+    # carries the chunk's own bookkeeping (read, claim, fence, checkpoint), a statement each
+    with control_errors(), chunk_session(ctx.control) as session:
         try:
-            run = chunk_run.load(ctx.control, job_id, chunk_id)
+            run = chunk_run.load(session, job_id, chunk_id)
         except UnknownJob:
             if admit:
                 admit(None)
@@ -153,12 +157,13 @@ def run_chunk(ctx: Context, job_id: int, chunk_id: int, owner: str, progress: Pr
             return ChunkOutcome(chunk_id, ran=False, job_settled=False)
         # guards before the claim, so a wait spends no delivery: lease, re-indexing, limits (may raise Paused)
         with guards.chunk_guard(ctx, run):
-            return _run_guarded(ctx, run, owner, progress)
+            return _run_guarded(ctx, run, owner, progress, session)
 
 
-def _run_guarded(ctx: Context, run: ChunkRun, owner: str, progress: Progress | None) -> ChunkOutcome:
+def _run_guarded(ctx: Context, run: ChunkRun, owner: str, progress: Progress | None,
+                 session: Engine | Connection) -> ChunkOutcome:
     job, chunk_id = run.job, run.chunk.id
-    chunk = jobrepo.claim_chunk(ctx.control, chunk_id, owner, ctx.settings.chunk_lease_s)
+    chunk = jobrepo.claim_chunk(session, chunk_id, owner, ctx.settings.chunk_lease_s)
     if chunk is None:
         return ChunkOutcome(chunk_id, ran=False, job_settled=jobrepo.settle_job(ctx.control, job.id))
     if chunk.deliveries > ctx.settings.max_deliveries:
@@ -167,12 +172,12 @@ def _run_guarded(ctx: Context, run: ChunkRun, owner: str, progress: Progress | N
         return ChunkOutcome(chunk_id, ran=False, job_settled=jobrepo.settle_job(ctx.control, job.id))
     if job.state == "paused":
         jobrepo.set_job(ctx.control, job.id, ("paused",), state="running", pause_reason=None)
-    rows, settled = _copy_range(ctx, run.venue, job, chunk, owner, progress, run.columns)
+    rows, settled = _copy_range(ctx, run.venue, job, chunk, owner, progress, run.columns, session)
     return ChunkOutcome(chunk_id, ran=True, job_settled=settled, rows=rows)
 
 
 def _copy_range(ctx: Context, venue: Venue, job: Job, chunk: Chunk, owner: str, progress: Progress | None,
-                recorded: list[str] | None) -> tuple[int, bool]:
+                recorded: list[str] | None, session: Engine | Connection) -> tuple[int, bool]:
     """(rows read, whether this chunk settled the job)."""
     source = venue_source(venue)
     target: Target = ctx.target
@@ -200,7 +205,7 @@ def _copy_range(ctx: Context, venue: Venue, job: Job, chunk: Chunk, owner: str, 
             state["rows"] += len(rows)
             now = time.monotonic()
             if now - state["renewed"] > lease_s / 3:
-                jobrepo.check_fence(ctx.control, chunk, owner, lease_s)
+                jobrepo.check_fence(session, chunk, owner, lease_s)
                 state["renewed"] = now
             if progress:
                 elapsed = max(now - started, 1e-6)
@@ -215,9 +220,9 @@ def _copy_range(ctx: Context, venue: Venue, job: Job, chunk: Chunk, owner: str, 
     log.info("%s keys (%s, %s] started", where, format_key(chunk.lo), format_key(chunk.hi))
     with contextlib.closing(batches()) as feed:
         stats = target.write_range(cloud, venue.id, feed, chunk.lo, chunk.hi,
-                                   before_commit=lambda: jobrepo.check_fence(ctx.control, chunk, owner, lease_s))
+                                   before_commit=lambda: jobrepo.check_fence(session, chunk, owner, lease_s))
     duration = time.monotonic() - started
-    settled = jobrepo.finish_chunk(ctx.control, chunk, int(state["rows"]), stats.rows_written, stats.rows_deleted,
+    settled = jobrepo.finish_chunk(session, chunk, int(state["rows"]), stats.rows_written, stats.rows_deleted,
                                    duration)
     log.info("%s done: %d rows, %d deleted in %.2fs", where, state["rows"], stats.rows_deleted, duration)
     return int(state["rows"]), settled

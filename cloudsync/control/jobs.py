@@ -6,12 +6,15 @@ transition cannot both win; the winner is the one whose UPDATE matched a row.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from cloudsync.control.schema import JOB_ACTIVE_STATES, chunks, job_events, jobs, sync_runs
 from cloudsync.control.store import as_utc, utcnow
@@ -189,30 +192,89 @@ def _relaxed(conn: sa.Connection) -> None:
         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
 
-def claim_chunk(control: Engine, chunk_id: int, owner: str, lease_s: int) -> Chunk | None:
+@contextlib.contextmanager
+def _lease_write(bind: Engine | Connection) -> Iterator[Connection]:
+    """A transaction for a lease or checkpoint write on an engine (`_relaxed`), or a chunk's own session
+    as it is (`cloudsync.control.store.chunk_session`: autocommit, already relaxed)."""
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with bind.begin() as conn:
+        _relaxed(conn)
+        yield conn
+
+
+def _bp(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=column.type)
+
+
+# The statements a chunk runs on every run, built once per process: constructing an UPDATE costs more
+# Python time than the database takes to run it (`cs_` names: a SET clause reserves the column names).
+@functools.cache
+def _claim_statement(returning: bool = False) -> sa.Update:
+    if returning:
+        return _claim_statement().returning(*chunks.c)
+    c = chunks.c
+    now = _bp("cs_now", c.updated_at)
+    return (chunks.update()
+            .where(c.id == _bp("cs_chunk", c.id), c.state.in_(("pending", "running")),
+                   sa.or_(c.lease_owner.is_(None), c.lease_owner == _bp("cs_owner", c.lease_owner),
+                          c.lease_expires_at < now, c.state == "pending"))
+            .values(state="running", lease_owner=_bp("cs_owner", c.lease_owner),
+                    lease_expires_at=_bp("cs_expires", c.lease_expires_at), fence_token=c.fence_token + 1,
+                    deliveries=c.deliveries + 1, started_at=sa.func.coalesce(c.started_at, now), updated_at=now))
+
+
+@functools.cache
+def _renew_statement() -> sa.Update:
+    c = chunks.c
+    job_state = sa.select(jobs.c.state).where(jobs.c.id == _bp("cs_job", jobs.c.id)).scalar_subquery()
+    return chunks.update().where(
+        c.id == _bp("cs_chunk", c.id), c.lease_owner == _bp("cs_owner", c.lease_owner),
+        c.fence_token == _bp("cs_token", c.fence_token), c.state == "running", job_state.in_(("running", "paused")),
+    ).values(lease_expires_at=_bp("cs_expires", c.lease_expires_at), updated_at=_bp("cs_now", c.updated_at))
+
+
+@functools.cache
+def _finish_statements() -> tuple[sa.Update, sa.Update, sa.Update]:
+    """(the chunk done, the job's counters, both in one statement for PostgreSQL)."""
+    c = chunks.c
+    now = _bp("cs_now", c.updated_at)
+    done = chunks.update().where(
+        c.id == _bp("cs_chunk", c.id), c.state == "running", c.fence_token == _bp("cs_token", c.fence_token),
+    ).values(state="done", rows_read=_bp("cs_read", c.rows_read), rows_written=_bp("cs_written", c.rows_written),
+             rows_deleted=_bp("cs_deleted", c.rows_deleted), duration_s=_bp("cs_duration", c.duration_s),
+             finished_at=now, lease_owner=None, lease_expires_at=None, error=None, updated_at=now)
+    counted = dict(rows_done=jobs.c.rows_done + _bp("cs_read", jobs.c.rows_done), chunks_done=jobs.c.chunks_done + 1,
+                   updated_at=_bp("cs_now", jobs.c.updated_at))
+    finished = done.returning(c.job_id).cte("cs_done")
+    return (done, jobs.update().where(jobs.c.id == _bp("cs_job", jobs.c.id)).values(**counted),
+            jobs.update().where(jobs.c.id == finished.c.job_id).values(**counted))
+
+
+@functools.cache
+def _unsettled_statement() -> sa.Select[Any]:
+    return sa.select(sa.func.count()).select_from(chunks).where(
+        chunks.c.job_id == _bp("cs_job", chunks.c.job_id), chunks.c.state.in_(("pending", "running")))
+
+
+def claim_chunk(control: Engine | Connection, chunk_id: int, owner: str, lease_s: int) -> Chunk | None:
     """Take the chunk's lease. None if it is already settled; ChunkBusy if another live owner holds it.
 
     The same owner (a redelivered message keeps its task id) may take over at once: with late acks
     and a prefetch of one, a redelivery means the previous attempt is gone.
     """
     now = utcnow()
-    c = chunks.c
-    with control.begin() as conn:
-        _relaxed(conn)
-        stmt = (chunks.update()
-                .where(c.id == chunk_id, c.state.in_(("pending", "running")),
-                       sa.or_(c.lease_owner.is_(None), c.lease_owner == owner, c.lease_expires_at < now,
-                              c.state == "pending"))
-                .values(state="running", lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=lease_s),
-                        fence_token=c.fence_token + 1, deliveries=c.deliveries + 1,
-                        started_at=sa.func.coalesce(c.started_at, now), updated_at=now))
+    params = {"cs_chunk": chunk_id, "cs_owner": owner, "cs_now": now,
+              "cs_expires": now + dt.timedelta(seconds=lease_s)}
+    with _lease_write(control) as conn:
         if conn.dialect.update_returning:
-            claimed = conn.execute(stmt.returning(*chunks.c)).first()
+            claimed = conn.execute(_claim_statement(returning=True), params).first()
             if claimed is not None:
                 return Chunk.from_row(claimed)
-        elif conn.execute(stmt).rowcount:
-            return Chunk.from_row(conn.execute(sa.select(chunks).where(c.id == chunk_id)).one())
-        row = conn.execute(sa.select(chunks).where(c.id == chunk_id)).first()
+        elif conn.execute(_claim_statement(), params).rowcount:
+            return Chunk.from_row(conn.execute(sa.select(chunks).where(chunks.c.id == chunk_id)).one())
+        row = conn.execute(sa.select(chunks).where(chunks.c.id == chunk_id)).first()
     if row is None:
         raise UnknownJob(f"chunk {chunk_id}")
     if row.state in ("done", "failed"):
@@ -220,65 +282,75 @@ def claim_chunk(control: Engine, chunk_id: int, owner: str, lease_s: int) -> Chu
     raise ChunkBusy(chunk_id, row.lease_owner or "?")
 
 
-def check_fence(control: Engine, chunk: Chunk, owner: str, lease_s: int) -> None:
+def check_fence(control: Engine | Connection, chunk: Chunk, owner: str, lease_s: int) -> None:
     """Refuse (StaleFence) unless this owner still holds the chunk with its token; renews the lease.
 
     One statement in the usual case: the renewal only matches while the job is still running.
     """
     now = utcnow()
-    c = chunks.c
-    job_state = sa.select(jobs.c.state).where(jobs.c.id == chunk.job_id).scalar_subquery()
-    with control.begin() as conn:
-        _relaxed(conn)
-        renewed = conn.execute(chunks.update().where(
-            c.id == chunk.id, c.lease_owner == owner, c.fence_token == chunk.fence_token, c.state == "running",
-            job_state.in_(("running", "paused")),
-        ).values(lease_expires_at=now + dt.timedelta(seconds=lease_s), updated_at=now)).rowcount
-        if renewed:
+    params = {"cs_chunk": chunk.id, "cs_job": chunk.job_id, "cs_owner": owner, "cs_token": chunk.fence_token,
+              "cs_now": now, "cs_expires": now + dt.timedelta(seconds=lease_s)}
+    with _lease_write(control) as conn:
+        if conn.execute(_renew_statement(), params).rowcount:
             return
         state = conn.execute(sa.select(jobs.c.state).where(jobs.c.id == chunk.job_id)).scalar_one()
         if state not in ("running", "paused"):
             raise JobStateError(chunk.job_id, state, "write")
-        current = conn.execute(sa.select(c.fence_token).where(c.id == chunk.id)).scalar_one()
+        current = conn.execute(sa.select(chunks.c.fence_token).where(chunks.c.id == chunk.id)).scalar_one()
         raise StaleFence(chunk.job_id, chunk.id, chunk.fence_token, int(current))
 
 
-def finish_chunk(control: Engine, chunk: Chunk, rows_read: int, rows_written: int, rows_deleted: int,
-                 duration_s: float) -> bool:
+def finish_chunk(control: Engine | Connection, chunk: Chunk, rows_read: int, rows_written: int,
+                 rows_deleted: int, duration_s: float) -> bool:
     """Checkpoint the chunk as done; True for the single caller that then moves its job to `finishing`.
 
     The settle check runs after the commit (on the same connection), so whichever of two finishing
     chunks commits last sees both done; the conditional update lets only one of them win.
     """
-    now = utcnow()
+    done, counted, both = _finish_statements()
+    params = {"cs_chunk": chunk.id, "cs_job": chunk.job_id, "cs_token": chunk.fence_token, "cs_read": rows_read,
+              "cs_written": rows_written, "cs_deleted": rows_deleted, "cs_duration": duration_s, "cs_now": utcnow()}
+    if isinstance(control, Connection):  # a chunk's session (PostgreSQL): both updates in one statement
+        control.execute(both, params)
+        if _unsettled(control, chunk.job_id):
+            return False
+        return settle_job(control.engine, chunk.job_id, durable=True)
     with control.connect() as conn:
         with conn.begin():
             _relaxed(conn)
-            changed = conn.execute(chunks.update().where(
-                chunks.c.id == chunk.id, chunks.c.state == "running", chunks.c.fence_token == chunk.fence_token,
-            ).values(state="done", rows_read=rows_read, rows_written=rows_written, rows_deleted=rows_deleted,
-                     duration_s=duration_s, finished_at=now, lease_owner=None, lease_expires_at=None, error=None,
-                     updated_at=now)).rowcount
-            if changed:
-                conn.execute(jobs.update().where(jobs.c.id == chunk.job_id).values(
-                    rows_done=jobs.c.rows_done + rows_read, chunks_done=jobs.c.chunks_done + 1, updated_at=now))
+            if conn.execute(done, params).rowcount:
+                conn.execute(counted, params)
         return _settle(conn, chunk.job_id)
 
 
-def settle_job(control: Engine, job_id: int) -> bool:
-    """True for the single caller that moves a job with no unsettled chunks to `finishing`."""
+def settle_job(control: Engine, job_id: int, durable: bool = False) -> bool:
+    """True for the single caller that moves a job with no unsettled chunks to `finishing`.
+
+    `durable`: `control` may be a relaxed engine (`chunk_session`); this commit waits for the disk anyway.
+    """
     with control.connect() as conn:
+        if durable and conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="READ COMMITTED")
+            with conn.begin():
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO ON")
+                return _settle_in(conn, job_id)
         return _settle(conn, job_id)
 
 
-def _settle(conn: sa.Connection, job_id: int) -> bool:
+def _unsettled(conn: Connection, job_id: int) -> int:
+    return int(conn.execute(_unsettled_statement(), {"cs_job": job_id}).scalar_one())
+
+
+def _settle(conn: Connection, job_id: int) -> bool:
     with conn.begin():
-        unsettled = conn.execute(sa.select(sa.func.count()).select_from(chunks).where(
-            chunks.c.job_id == job_id, chunks.c.state.in_(("pending", "running")))).scalar_one()
-        if unsettled:
-            return False
-        return bool(conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.state.in_(("running", "paused")))
-                                 .values(state="finishing", updated_at=utcnow())).rowcount)
+        return _settle_in(conn, job_id)
+
+
+def _settle_in(conn: Connection, job_id: int) -> bool:
+    if _unsettled(conn, job_id):
+        return False
+    return bool(conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.state.in_(("running", "paused")))
+                             .values(state="finishing", updated_at=utcnow())).rowcount)
 
 
 def fail_chunk(control: Engine, chunk_id: int, error: str) -> None:

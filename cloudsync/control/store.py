@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloudsync.db import engine_for
@@ -63,3 +65,21 @@ def control_engine(dsn: str) -> Engine:
                 ) from err
             _migrated.add(dsn)
     return engine
+
+
+@contextlib.contextmanager
+def chunk_session(control: Engine) -> Iterator[Engine | Connection]:
+    """One control-database session for the whole of a chunk's bookkeeping (PostgreSQL), else the engine.
+
+    A chunk reads its state, claims its lease, checks its fence and checkpoints itself: on a pooled
+    engine that is a checkout (with its ping), BEGIN, SET, the statement and COMMIT for each, about a
+    dozen round trips. On this session each is one statement in autocommit, committed without waiting
+    for the disk (what `jobs._relaxed` does per transaction; a lost lease or checkpoint write only makes
+    a chunk run again). A job's state changes still commit synchronously (`jobs.settle_job`).
+    """
+    if control.dialect.name != "postgresql":
+        yield control
+        return
+    relaxed = engine_for(control.url.render_as_string(hide_password=False), role="t", relaxed=True)
+    with relaxed.connect() as conn:
+        yield conn

@@ -33,20 +33,21 @@ _MAINTENANCE_SQL = re.compile(
     re.IGNORECASE,
 )
 
-PG_PROGRESS_SQL = """
-SELECT p.pid, p.command, p.phase, p.relid::regclass::text AS relation
+# one statement (one round trip before each chunk): index builds and table rewrites in progress first,
+# then the other sessions' active statements (commands still waiting for their locks show only there)
+PG_MAINTENANCE_SQL = """
+SELECT 1 AS rank, p.pid, p.command, p.phase, p.relid::regclass::text AS relation, NULL AS query
 FROM pg_stat_progress_create_index AS p
 WHERE p.datname = current_database() AND p.pid <> pg_backend_pid()
 UNION ALL
-SELECT c.pid, c.command, c.phase, c.relid::regclass::text
+SELECT 1, c.pid, c.command, c.phase, c.relid::regclass::text, NULL
 FROM pg_stat_progress_cluster AS c
 WHERE c.datname = current_database() AND c.pid <> pg_backend_pid()
-"""
-
-PG_ACTIVITY_SQL = """
-SELECT a.pid, left(a.query, 200) AS query
+UNION ALL
+SELECT 2, a.pid, NULL, NULL, NULL, left(a.query, 200)
 FROM pg_stat_activity AS a
 WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.state = 'active'
+ORDER BY rank
 """
 
 MYSQL_PROCESSLIST_SQL = """
@@ -72,24 +73,23 @@ def index_maintenance(venue_id: str, dsn: str) -> str | None:
     if backend not in ("postgresql", "mysql", "mariadb", "mssql"):
         return None  # SQLite (the demo) has no concurrent maintenance to wait for
     with source_errors(venue_id), engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")  # no BEGIN or ROLLBACK round trips
         if backend == "postgresql":
             found = _postgresql(conn)
         elif backend == "mssql":
             found = mssql_maintenance.index_maintenance(conn)
         else:
             found = _mysql(conn)
-        conn.rollback()
     if found:
         log.info("venue=%s index maintenance: %s", venue_id, found)
     return found
 
 
 def _postgresql(conn: Connection) -> str | None:
-    for row in conn.execute(sa.text(PG_PROGRESS_SQL)):
+    for row in conn.execute(sa.text(PG_MAINTENANCE_SQL)):
         m = row._mapping
-        return f"{m['command']} on {m['relation'] or '?'} (pid {m['pid']}, {m['phase']})"
-    for row in conn.execute(sa.text(PG_ACTIVITY_SQL)):
-        m = row._mapping
+        if m["rank"] == 1:
+            return f"{m['command']} on {m['relation'] or '?'} (pid {m['pid']}, {m['phase']})"
         if is_maintenance_statement(m["query"]):
             return f"{_first_words(m['query'])} (pid {m['pid']})"
     return None
