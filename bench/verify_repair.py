@@ -11,8 +11,10 @@ binary, boolean, NULLs) is built inside PostgreSQL. With real Celery worker proc
    hours-long way to fix drift, and what verify + repair is measured against;
 3. three other ranges damaged the same way, then `verify` (key-range checksums in both databases,
    narrowed to small ranges) + a repair job of only those ranges on the same workers + verify again:
-   the same steps `cloudsync verify VENUE --repair` takes. Before it, the cloud table is vacuumed
-   (drift is found at night, not seconds after a bulk load whose autovacuum would compete for the CPU).
+   the same steps `cloudsync verify VENUE --repair` takes.
+
+Before each measured step (2 and 3) both databases are vacuumed and checkpointed: drift is found at
+night, not seconds after a bulk load whose autovacuum and unwritten pages would compete for the CPU.
 
 Prints each time and the ratio (goal: verify + repair under 15% of the full resync), where the repair
 job's time went (creating, planning and dispatching it; Celery delivery to its first chunk; its
@@ -64,15 +66,18 @@ def damage(source_dsn: str, cloud_dsn: str, rows: int, fractions: tuple[float, f
     return starts
 
 
-def settle(cloud_dsn: str) -> None:
-    """Let the cloud table settle as drift found at night would find it: not seconds after a bulk load
-    (whose autovacuum would otherwise compete with the verification for the machine's two cores)."""
-    engine = sa.create_engine(cloud_dsn, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("VACUUM ANALYZE ledger"))
-    finally:
-        engine.dispose()
+def settle(*dsns: str) -> None:
+    """Let the databases settle as drift found at night would find them: not seconds after a bulk load,
+    whose autovacuum and unwritten pages would otherwise compete for the machine's two cores (and
+    shared buffers) with whatever is measured next. Done before each measured step, the same way."""
+    for dsn in dsns:
+        engine = sa.create_engine(dsn, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("VACUUM ANALYZE ledger"))
+                conn.execute(sa.text("CHECKPOINT"))
+        finally:
+            engine.dispose()
 
 
 def verify_and_repair(cs: Cloudsync) -> dict[str, Any]:
@@ -140,10 +145,11 @@ def run(rows: int, opts: Options) -> dict[str, Any]:
                 initial = cs.resync(VENUE, source)
                 log.info("full resync into an empty cloud: %.1fs", initial["wall_s"])
                 damage(source, cs.cloud_url, rows, (0.2, 0.5, 0.8))
+                settle(source, cs.cloud_url)
                 full = cs.resync(VENUE, source)
                 log.info("full resync into the damaged cloud: %.1fs", full["wall_s"])
                 starts = damage(source, cs.cloud_url, rows, (0.15, 0.45, 0.75))
-                settle(cs.cloud_url)
+                settle(source, cs.cloud_url)
                 repaired = verify_and_repair(cs)
                 log.info("verify + repair: %.1fs", repaired["wall_s"])
             finally:

@@ -20,7 +20,8 @@ SUPPORTED = {
     "mssql+pyodbc": "s",
 }
 
-_PASSWORD_IN_URL = re.compile(r"(?P<pre>[a-z0-9+]+://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<post>@)", re.IGNORECASE)
+# a password may hold spaces (SQLAlchemy renders them as they are), never an unescaped "/" or "@"
+_PASSWORD_IN_URL = re.compile(r"(?P<pre>[a-z0-9+]+://[^:/@\s]*:)(?P<pw>[^@/\n]*)(?P<post>@)", re.IGNORECASE)
 # ODBC `PWD=` / `Password=`, also URL-encoded inside `odbc_connect=` (`;` is %3B, `=` is %3D)
 _PASSWORD_IN_ODBC = re.compile(
     r"(?P<pre>(?:^|(?<=[;?&\s{])|(?<=%3B))(?:PWD|Password)\s*(?:=|%3D)\s*)"

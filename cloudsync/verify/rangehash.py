@@ -607,7 +607,12 @@ class RangeSide:
 
     @property
     def integer_key(self) -> bool:
-        return len(self.key_columns) == 1 and column_kind(self.key_columns[0].type).kind == "int"
+        return len(self.key_columns) == 1 and self.integer_keys
+
+    @property
+    def integer_keys(self) -> bool:
+        """Every key column is an integer: keys order alike on every side (no collation)."""
+        return all(column_kind(c.type).kind == "int" for c in self.key_columns)
 
     def row_digests(self, lo: Key | None, hi: Key | None) -> dict[NormKey, int]:
         """Every row in the range: its normalised key → its digest (for counting missing/extra/different)."""
@@ -623,6 +628,18 @@ class RangeSide:
             for row in conn.execute(stmt):
                 out[tuple(normalise(v) for v in row[:-1])] = int(row[-1]) % MOD_64
         return out
+
+    def int_digests(self, lo: Key | None, hi: Key | None) -> dict[tuple[int, ...], int]:
+        """`row_digests` for integer keys (`integer_keys`), keyed by the key itself: comparable and
+        ordered alike on every side, with no per-row normalising."""
+        n = len(self.key_columns)
+        if self._digest is None:
+            return {tuple(int(row[i]) for i in self._key_idx): row_digest64(row)
+                    for batch in self._read(lo, hi) for row in batch}
+        stmt = sa.select(*self.key_columns, self._digest).where(self._where(lo, hi))
+        with self._errors(), self.engine.connect() as conn:
+            _plan_for_checksums(conn)
+            return {tuple(map(int, row[:n])): int(row[n]) % MOD_64 for row in conn.execute(stmt)}
 
     def split_points(self, lo: Key | None, hi: Key | None, rows: int, parts: int) -> list[Key]:
         """Keys cutting the range's `rows` rows into about `parts` equal parts (index-only, in the database)."""

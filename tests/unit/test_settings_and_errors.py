@@ -51,10 +51,11 @@ def test_describe_masks_secrets():
     "mssql+pyodbc://sa:Str0ng!Pass@venue:1433/pos?driver=ODBC+Driver+18+for+SQL+Server",
     "mysql+pyodbc:///?odbc_connect=DRIVER%3D%7BMariaDB%7D%3BUID%3Droot%3BPWD=topsecret%3B",
     "Driver={ODBC Driver 18};Server=x;UID=sa;PWD={se;cret};",
+    "postgresql+psycopg://sync:my secret@db.example/venue",  # SQLAlchemy renders a space as it is
 ])
 def test_mask_dsn_hides_passwords(dsn):
     masked = mask_dsn(dsn)
-    for secret in ("p%40ss", "Str0ng!Pass", "topsecret", "se;cret"):
+    for secret in ("p%40ss", "Str0ng!Pass", "topsecret", "se;cret", "my secret", "secret@"):
         assert secret not in masked
 
 
