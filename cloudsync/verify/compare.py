@@ -200,10 +200,11 @@ class _Compare:
             a: Key | None = keys[first - 1] if first else lo
             b: Key = keys[group[-1]]
             inside = keys[first:group[-1] + 1]
+            rows = [keys[i] for i in group]
+            missing = sum(1 for k in rows if k not in dst_at)
+            extra = sum(1 for k in rows if k not in src_at)
             diff = RangeDiff(self.table, a, b, sum(1 for k in inside if k in src_at),
-                             sum(1 for k in inside if k in dst_at),
-                             sum(1 for i in group if keys[i] not in dst_at), sum(1 for i in group if keys[i] not in src_at),
-                             sum(1 for i in group if keys[i] in src_at and keys[i] in dst_at))
+                             sum(1 for k in inside if k in dst_at), missing, extra, len(rows) - missing - extra)
             log.info("%s table=%s keys %s differ: %d missing, %d extra, %d different", self.where, self.table,
                      diff.describe(), diff.missing, diff.extra, diff.different)
             found.append(diff)
