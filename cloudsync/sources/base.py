@@ -101,13 +101,20 @@ class Source:
         return sa.select(*outer_pk).where(inner.c.cs_rn % chunk_rows == 0).order_by(*outer_pk)
 
     def plan(self, table: sa.Table, chunk_rows: int) -> tuple[int, list[Key]]:
-        """(row count, inclusive upper bounds of all chunks but the last)."""
+        """(row count, inclusive upper bounds of all chunks but the last).
+
+        One pass over the key index: every bound closes `chunk_rows` rows, so the count is those plus
+        the rows after the last bound (counted through the index, at most a chunk's worth).
+        """
+        pk = self.key_columns(table)
         with source_errors(self.venue_id), self.engine.connect() as conn:
-            count = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
             bounds = [tuple(row) for row in conn.execute(self.plan_statement(table, chunk_rows))]
-        if bounds and count % chunk_rows == 0:
+            after = keys.in_range(pk, bounds[-1], None) if bounds else sa.true()
+            tail = int(conn.execute(sa.select(sa.func.count()).select_from(table).where(after)).scalar_one())
+        if bounds and not tail:
             bounds.pop()  # the last bound is the last key: the open-ended final chunk covers it
-        return int(count), bounds
+            tail = chunk_rows
+        return chunk_rows * len(bounds) + tail, bounds
 
     # -- reading ------------------------------------------------------------------------------
 
