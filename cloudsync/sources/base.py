@@ -63,15 +63,33 @@ class Source:
         return with_pk, without
 
     def table(self, name: str) -> sa.Table:
-        """The reflected table; refuses names not in the schema and tables without a primary key."""
+        """The reflected table; refuses names not in the schema and tables without a primary key.
+
+        Only what a sync uses is reflected: the columns (names, types, nullability) and the primary key,
+        two catalogue queries (a full reflection also reads indexes, foreign keys, constraints and
+        comments, about four times the cost, paid by every worker process for every table).
+        """
         if name in self._tables:
             return self._tables[name]
-        if name not in self.table_names():
+        if name.lower().startswith(OWN_PREFIX):
             raise UnknownTable(self.venue_id, name)
         with source_errors(self.venue_id), self.engine.connect() as conn:
-            table = sa.Table(name, self.metadata, autoload_with=conn, extend_existing=True)
-        if not table.primary_key.columns:
+            insp = sa.inspect(conn)
+            try:
+                columns = insp.get_columns(name, schema=self.schema)
+            except sa.exc.NoSuchTableError:
+                columns = []
+            if not columns:
+                raise UnknownTable(self.venue_id, name)
+            pk = insp.get_pk_constraint(name, schema=self.schema).get("constrained_columns") or []
+        if not pk:
             raise NoPrimaryKey(self.venue_id, name)
+        stale = self.metadata.tables.get(f"{self.schema}.{name}" if self.schema else name)
+        if stale is not None:
+            self.metadata.remove(stale)
+        cols = [sa.Column(c["name"], c["type"], nullable=bool(c.get("nullable", True)), autoincrement=False)
+                for c in columns]
+        table = sa.Table(name, self.metadata, *cols, sa.PrimaryKeyConstraint(*pk))
         for col in table.columns:  # MySQL's DOUBLE reflects as asdecimal: a lossy 10-digit Decimal, not the float
             if isinstance(col.type, sa.Float) and col.type.asdecimal:
                 col.type.asdecimal = False
