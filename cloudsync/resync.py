@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from cloudsync.services_state import publish as publish_services
 from cloudsync.sources import Source, open_source
 from cloudsync.sources.readers import read_copy_text
 from cloudsync.targets import Target
-from cloudsync.verify.rangehash import pair_hashers, source_side, target_side
+from cloudsync.verify.rangehash import RangeSum, pair_hashers, source_side, target_side
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ Progress = Callable[[dict[str, Any]], None]
 FINISH_CLAIM_STALE_S = 900
 #: tables planned at once (each plan is one scan of the table's key index at the venue)
 PLAN_THREADS = 2
+#: checksum queries of the closing verification running at once (two per table: venue and cloud)
+VERIFY_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -260,8 +262,11 @@ def finish_job(ctx: Context, job_id: int, verify: bool = True, owner: str | None
     job = jobrepo.get_job(ctx.control, job_id)
     failed = jobrepo.failed_chunks(ctx.control, job_id)
     venue = get_venue(ctx.control, job.venue_id)
-    tables = {t["table_name"] for t in jobrepo.table_progress(ctx.control, job_id)}
-    healthy = sorted(tables - {f["table_name"] for f in failed})
+    progress = jobrepo.table_progress(ctx.control, job_id)
+    broken = {f["table_name"] for f in failed}
+    # largest first: the closing check runs several tables at once, the small ones around the large ones
+    healthy = [t["table_name"] for t in sorted(progress, key=lambda t: (-int(t["rows_done"] or 0), t["table_name"]))
+               if t["table_name"] not in broken]
     # a repair job is verified by key-range checksums afterwards (cloudsync/verify/repair.py), not table-wide here
     verification = verify_tables(ctx, venue, healthy) if verify and job.kind != "repair" else None
     if failed:
@@ -301,15 +306,19 @@ def verify_tables(ctx: Context, venue: Venue, tables: list[str]) -> dict[str, An
     target = ctx.target
     batch = ctx.settings.read_batch_rows
     result: dict[str, Any] = {"tables": {}, "match": True, "at": utcnow().isoformat()}
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cs-verify") as pool:  # both databases at once
+    sums: list[tuple[str, Future[RangeSum], Future[RangeSum]]] = []
+    # both databases at once, and tables in the order given (largest first) VERIFY_THREADS queries at a
+    # time: one table's two checksums after another left a core idle whenever one side finished first
+    with ThreadPoolExecutor(max_workers=VERIFY_THREADS, thread_name_prefix="cs-verify") as pool:
         for name in tables:
             table = source.table(name)
             cloud = target.cloud_table(table)
             src_side = source_side(source, table, batch)
             dst_side = target_side(target, cloud, venue.id, [c.name for c in table.columns], batch)
             pair_hashers(src_side, dst_side)  # PostgreSQL's own row hash on both sides where they agree on it
-            src_sum = pool.submit(src_side.range_sum, None, None)
-            dst_sum = pool.submit(dst_side.range_sum, None, None)
+            on_source = pool.submit(src_side.range_sum, None, None)
+            sums.append((name, on_source, pool.submit(dst_side.range_sum, None, None)))
+        for name, src_sum, dst_sum in sums:
             src, dst = src_sum.result(), dst_sum.result()
             result["tables"][name] = {"source": {"rows": src.rows, "checksum": src.hex()},
                                       "target": {"rows": dst.rows, "checksum": dst.hex()}, "match": src == dst}
