@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from cloudsync.dsn import mask_dsn, parse_dsn
 from cloudsync.errors import BadDSN, ControlUnavailable, SourceUnavailable, TargetUnavailable, TerminalError
@@ -64,9 +66,7 @@ def engine_for(dsn: str, role: str = "s", relaxed: bool = False) -> Engine:
         if engine is not None:
             return engine
         url = parse_dsn(dsn, role)
-        # every checkout is pinged: a connection killed while it sat in the pool (a restarted server, a
-        # terminated backend) is replaced before it is used, including by the raw-driver COPY paths
-        kwargs: dict[str, object] = {"pool_pre_ping": True}
+        kwargs: dict[str, object] = {}
         if url.drivername.startswith("sqlite"):
             if url.database and url.database != ":memory:":
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +83,55 @@ def engine_for(dsn: str, role: str = "s", relaxed: bool = False) -> Engine:
             raise BadDSN(mask_dsn(dsn), str(err).splitlines()[0]) from err
         if url.drivername.startswith("sqlite"):
             event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            _ping_when_idle(engine)
         _engines[key] = engine
         return engine
+
+
+#: a pooled connection that sat unused longer than this is pinged before it is handed out again
+PING_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection on checkout only when it sat idle in the pool for `PING_IDLE_S`.
+
+    A connection killed while it waited (a restarted server, a terminated backend) is replaced before
+    it is used. One back within a second is handed out as it is: a chunk takes several connections in
+    a few milliseconds, and a ping each was a round trip each. If it died in that second, its first
+    statement fails as a lost connection: SQLAlchemy invalidates it (the raw-driver COPY paths do the
+    same, `driver_error`) and the work is retried on a fresh one.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi: object, record: object) -> None:
+        record.info["cs_idle_since"] = time.monotonic()  # type: ignore[attr-defined]
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi: object, record: object) -> None:
+        record.info["cs_idle_since"] = time.monotonic()  # type: ignore[attr-defined]
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi: Any, record: object, _proxy: object) -> None:
+        since = record.info.get("cs_idle_since")  # type: ignore[attr-defined]
+        if since is not None and time.monotonic() - since < PING_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi)
+        except Exception as err:  # noqa: BLE001 - any failure means: not usable, take another
+            raise sa.exc.DisconnectionError(f"pooled connection failed its ping: {err}") from err
+
+
+def driver_error(conn: Connection, statement: str, err: Exception, base: type[Exception]) -> sa.exc.StatementError:
+    """A raw-driver error (the COPY paths bypass SQLAlchemy's execution) as SQLAlchemy's wrapper, so the
+    error wrappers tell transient from terminal; a connection the error left broken is invalidated, so
+    the pool never hands it out again. `base`: the driver's base error class."""
+    raw = conn.connection.driver_connection
+    broken = bool(getattr(raw, "broken", False) or getattr(raw, "closed", False))
+    if broken:
+        with contextlib.suppress(Exception):
+            conn.invalidate()
+    return sa.exc.DBAPIError.instance(statement, None, err, base, connection_invalidated=broken)
 
 
 def dispose_all() -> None:

@@ -22,7 +22,7 @@ from psycopg import sql
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.elements import ColumnElement
 
-from cloudsync.db import source_errors
+from cloudsync.db import driver_error, source_errors
 from cloudsync.keys import Key
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class PostgresReader(StreamingReader):
                     if rows:
                         yield CopyText(b"".join(parts), rows, columns)
         except psycopg.Error as err:  # as SQLAlchemy's wrapper, so `source_errors` tells transient from terminal
-            raise sa.exc.DBAPIError.instance(compiled.string, None, err, psycopg.Error) from err
+            raise driver_error(conn, compiled.string, err, psycopg.Error) from err
 
 
 def row_range(cols: Sequence[ColumnElement[Any]], lo: Key | None, hi: Key | None) -> ColumnElement[bool]:

@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import Connection
 
+from cloudsync.db import driver_error
 from cloudsync.keys import Key
 from cloudsync.sources.readers import CopyText, row_range
 from cloudsync.targets.base import VENUE_COLUMN, Rows, Target, WriteStats
@@ -120,7 +121,7 @@ class PostgresTarget(Target):
                         self._write_rows(copy, batch, lead, json_idx)
                     rows += len(batch)
         except psycopg.Error as err:  # as SQLAlchemy's wrapper, so `target_errors` tells transient from terminal
-            raise sa.exc.DBAPIError.instance(f"COPY {into.name}", None, err, psycopg.Error) from err
+            raise driver_error(conn, f"COPY {into.name}", err, psycopg.Error) from err
         return rows
 
     def _delete_missing(
