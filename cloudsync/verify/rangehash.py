@@ -541,7 +541,7 @@ class RangeSide:
         edges = [lo, *bounds, hi]
         if self._digest is None or self._hasher is None:
             return [self.range_sum(a, b) for a, b in zip(edges, edges[1:], strict=False)]
-        if self.integer_key and self.engine.dialect.name == "postgresql":
+        if self.by_index:
             return self._sums_by_index(edges)
         if isinstance(cuts, EvenCuts) and self.integer_key:
             bucket = cuts.bucket(self.key_columns[0], self.engine.dialect.name)
@@ -608,6 +608,12 @@ class RangeSide:
     @property
     def integer_key(self) -> bool:
         return len(self.key_columns) == 1 and self.integer_keys
+
+    @property
+    def by_index(self) -> bool:
+        """Ranges summed one by one through the key index (`_sums_by_index`): any run of them is a query
+        that reads only its own keys."""
+        return self._digest is not None and self.integer_key and self.engine.dialect.name == "postgresql"
 
     @property
     def integer_keys(self) -> bool:
