@@ -227,9 +227,7 @@ class _Compare:
             extra = sum(1 for k in rows if k not in src_at)
             diff = RangeDiff(self.table, a, b, sum(1 for k in inside if k in src_at),
                              sum(1 for k in inside if k in dst_at), missing, extra, len(rows) - missing - extra)
-            log.info("%s table=%s keys %s differ: %d missing, %d extra, %d different", self.where, self.table,
-                     diff.describe(), diff.missing, diff.extra, diff.different)
-            found.append(diff)
+            found.append(self.found(diff))
         return found
 
     def leaf(self, lo: Key | None, hi: Key | None, s: RangeSum, t: RangeSum) -> RangeDiff:
@@ -237,9 +235,11 @@ class _Compare:
         missing = sum(1 for k in src if k not in dst)
         extra = sum(1 for k in dst if k not in src)
         different = sum(1 for k, h in src.items() if k in dst and dst[k] != h)
-        diff = RangeDiff(self.table, lo, hi, s.rows, t.rows, missing, extra, different)
+        return self.found(RangeDiff(self.table, lo, hi, s.rows, t.rows, missing, extra, different))
+
+    def found(self, diff: RangeDiff) -> RangeDiff:
         log.info("%s table=%s keys %s differ: %d missing, %d extra, %d different", self.where, self.table,
-                 diff.describe(), missing, extra, different)
+                 diff.describe(), diff.missing, diff.extra, diff.different)
         return diff
 
 
