@@ -225,21 +225,17 @@ class Cloudsync:
 
     def resync(self, venue_id: str, source_dsn: str, timeout_s: float = 7200) -> dict[str, Any]:
         from cloudsync import resync
-        from cloudsync.control import jobs as jobrepo
         from cloudsync.control.venues import add_venue
+        from cloudsync.job_watch import wait_for_job
         from worker.dispatch import CeleryDispatcher
 
         add_venue(self.ctx.control, venue_id, source_dsn, replace=True)
         started = time.perf_counter()
         job_id = resync.request_full_resync(self.ctx, venue_id, requested_by="bench")
         CeleryDispatcher(self.ctx).plan_job(job_id)
-        while True:
-            job = jobrepo.get_job(self.ctx.control, job_id)
-            if not job.active:
-                break
-            if time.perf_counter() - started > timeout_s:
-                raise TimeoutError(f"job {job_id} still {job.state} after {timeout_s}s")
-            time.sleep(0.05)
+        job = wait_for_job(self.ctx, job_id, timeout_s=timeout_s)  # as the CLI waits: woken by the job's end
+        if job.active:
+            raise TimeoutError(f"job {job_id} still {job.state} after {timeout_s}s")
         wall_s = time.perf_counter() - started
         if job.state != "done" or not (job.verification or {}).get("match"):
             raise RuntimeError(f"job {job_id} ended {job.state}: {job.error} {job.verification}")

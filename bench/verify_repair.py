@@ -83,7 +83,7 @@ def settle(*dsns: str) -> None:
 
 def verify_and_repair(cs: Cloudsync) -> dict[str, Any]:
     """What `cloudsync verify VENUE --repair --yes` does, timed step by step."""
-    from cloudsync.control import jobs as jobrepo
+    from cloudsync.job_watch import wait_for_job
     from cloudsync.verify.compare import record_verify, verify_venue
     from cloudsync.verify.repair import start_repair, verify_after_repair
     from worker.dispatch import CeleryDispatcher
@@ -96,8 +96,7 @@ def verify_and_repair(cs: Cloudsync) -> dict[str, Any]:
     if begun is None:
         raise RuntimeError("verify found no drift in a damaged venue")
     dispatched_s = time.perf_counter() - started - verify_s
-    while (job := jobrepo.get_job(cs.ctx.control, begun.job_id)).active:
-        time.sleep(0.02)
+    job = wait_for_job(cs.ctx, begun.job_id)  # as the CLI waits: woken by the job's end
     repair_s = time.perf_counter() - started - verify_s
     if job.state != "done":
         raise RuntimeError(f"repair job {job.id} ended {job.state}: {job.error}")

@@ -32,6 +32,7 @@ from cloudsync.control.venues import Venue, get_venue, record_table, resolve_tab
 from cloudsync.db import control_errors
 from cloudsync.errors import AlreadyRunning, ControlUnavailable, JobStateError, UnknownJob
 from cloudsync.incremental import position_for_resync, resume_after_resync
+from cloudsync.job_watch import announce_end
 from cloudsync.keys import format_key
 from cloudsync.services_state import publish as publish_services
 from cloudsync.sources import Source, open_source
@@ -135,6 +136,7 @@ def plan_failed(ctx: Context, job_id: int, error: BaseException) -> None:
     jobrepo.set_job(ctx.control, job_id, ("queued", "planning"), state="failed", error=str(error),
                     finished_at=utcnow())
     jobrepo.log_event(ctx.control, job.venue_id, f"planning failed: {error}", job_id=job_id, level="ERROR")
+    announce_end(ctx, job_id)
 
 
 def run_chunk(ctx: Context, job_id: int, chunk_id: int, owner: str, progress: Progress | None = None,
@@ -293,6 +295,7 @@ def finish_job(ctx: Context, job_id: int, verify: bool = True, owner: str | None
     guards.release_venue(ctx, venue.id, job_id)
     log.info("venue=%s job=%s finished", venue.id, job_id)
     publish_services(ctx, venue.id)
+    announce_end(ctx, job_id)
     return jobrepo.get_job(ctx.control, job_id)
 
 
@@ -364,5 +367,6 @@ def cancel_job(ctx: Context, job_id: int, by: str | None = None) -> Job:
     guards.release_venue(ctx, job.venue_id, job_id)
     jobrepo.log_event(ctx.control, job.venue_id, f"cancelled by {by or 'operator'}", job_id=job_id)
     publish_services(ctx, job.venue_id)
+    announce_end(ctx, job_id)
     return jobrepo.get_job(ctx.control, job_id)
 

@@ -14,7 +14,8 @@ import click
 
 from cloudsync.cli.common import human_s, state_text
 from cloudsync.context import Context
-from cloudsync.control.jobs import Job, get_job, table_progress
+from cloudsync.control.jobs import Job, table_progress
+from cloudsync.job_watch import JobWatch
 
 POLL_S = 0.5
 BAR_WIDTH = 28
@@ -77,16 +78,18 @@ def follow_job(ctx: Context, job_id: int, timeout_s: float | None = None) -> Job
     """Show a progress bar per table until the job is no longer active; returns its final state."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     screen = _Screen()
-    job = get_job(ctx.control, job_id)
-    try:
-        while True:
-            screen.draw(render(job, table_progress(ctx.control, job_id)))
-            if not job.active or (deadline and time.monotonic() > deadline):
-                break
-            time.sleep(POLL_S)
-            job = get_job(ctx.control, job_id)
-    finally:
-        screen.close()
+    # subscribed before the first read: the job's end wakes the loop at once (its state is read again)
+    with JobWatch(ctx, job_id, POLL_S) as watch:
+        job = watch.job()
+        try:
+            while True:
+                screen.draw(render(job, table_progress(ctx.control, job_id)))
+                if not job.active or (deadline and time.monotonic() > deadline):
+                    break
+                watch.wait()
+                job = watch.job()
+        finally:
+            screen.close()
     return job
 
 

@@ -141,15 +141,9 @@ def _run_verify_after(ctx: Context, job_id: int, quiet: bool, whole_tables: bool
 
 
 def _wait_quietly(ctx: Context, job_id: int) -> Any:
-    import time
+    from cloudsync.job_watch import wait_for_job
 
-    from cloudsync.control.jobs import get_job
-
-    job = get_job(ctx.control, job_id)
-    while job.active:
-        time.sleep(0.3)
-        job = get_job(ctx.control, job_id)
-    return job
+    return wait_for_job(ctx, job_id)
 
 
 def register(root: click.Group) -> None:

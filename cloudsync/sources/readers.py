@@ -20,6 +20,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloudsync.db import driver_error, source_errors
@@ -109,24 +110,29 @@ def passes_through(table: sa.Table) -> bool:
     return True
 
 
+#: a select compiled for COPY … TO STDOUT, and the names of its columns
+CopyQuery = tuple[SQLCompiler, tuple[str, ...]]
+
+
 class PostgresReader(StreamingReader):
     """Rows through a server-side cursor, or raw COPY text for a target that can load it as it is."""
 
-    def stream_copy_text(self, conn: Connection, stmt: sa.Select[Any], batch_rows: int) -> Iterator[CopyText]:
-        compiled = stmt.compile(dialect=conn.dialect)
-        params = compiled.construct_params()
+    def stream_copy_text(self, conn: Connection, query: CopyQuery, batch_rows: int,
+                         values: dict[str, Any]) -> Iterator[CopyText]:
+        """The rows of a compiled select, its bound parameters given `values`, as COPY text blocks."""
+        compiled, columns = query
+        params = compiled.construct_params(values)
         for name, proc in (compiled._bind_processors or {}).items():
             if name in params and callable(proc):
                 params[name] = proc(params[name])
         # the select's text is SQLAlchemy's (names quoted by it); values are bound by psycopg, client-side
-        query = sql.SQL("COPY ({}) TO STDOUT").format(sql.SQL(compiled.string))  # type: ignore[arg-type]
-        columns = tuple(c.name for c in stmt.selected_columns)
+        copy_out = sql.SQL("COPY ({}) TO STDOUT").format(sql.SQL(compiled.string))  # type: ignore[arg-type]
         raw = conn.connection.driver_connection
         try:
             with raw.cursor() as cur:  # type: ignore[union-attr]
                 for setting in _SESSION:
                     cur.execute(setting)
-                with cur.copy(query, params) as copy:
+                with cur.copy(copy_out, params) as copy:
                     parts: list[bytes] = []
                     rows = 0
                     for data in copy:  # one message per row
@@ -141,19 +147,32 @@ class PostgresReader(StreamingReader):
             raise driver_error(conn, compiled.string, err, psycopg.Error) from err
 
 
-def row_range(cols: Sequence[ColumnElement[Any]], lo: Key | None, hi: Key | None) -> ColumnElement[bool]:
+def row_range(cols: Sequence[ColumnElement[Any]], lo: Key | None, hi: Key | None,
+              bound: bool = False) -> ColumnElement[bool]:
     """Keys in (lo, hi] as row-value comparisons, for PostgreSQL only.
 
     PostgreSQL turns `(a, b, c) > (x, y, z)` into one index range scan, whereas the expanded form that
     SQL Server needs (`cloudsync.keys.in_range`) is planned as an OR of index scans that starts at the
     table's first key: every chunk would read all the rows before its range.
+
+    With `bound`, the values are named parameters (`range_params`), for a statement built once and run
+    for many ranges; only whether `lo` and `hi` are given shapes it.
     """
     conds: list[ColumnElement[bool]] = []
-    if lo is not None:
-        conds.append(sa.tuple_(*cols) > sa.tuple_(*(sa.literal(v, c.type) for c, v in zip(cols, lo, strict=True))))
-    if hi is not None:
-        conds.append(sa.tuple_(*cols) <= sa.tuple_(*(sa.literal(v, c.type) for c, v in zip(cols, hi, strict=True))))
+    for edge, prefix, above in ((lo, "cs_lo", True), (hi, "cs_hi", False)):
+        if edge is None:
+            continue
+        values = [sa.bindparam(f"{prefix}{i}", type_=c.type) if bound else sa.literal(v, c.type)
+                  for i, (c, v) in enumerate(zip(cols, edge, strict=True))]
+        conds.append(sa.tuple_(*cols) > sa.tuple_(*values) if above else sa.tuple_(*cols) <= sa.tuple_(*values))
     return sa.and_(sa.true(), *conds)
+
+
+def range_params(lo: Key | None, hi: Key | None) -> dict[str, Any]:
+    """The values of a `row_range(..., bound=True)`."""
+    out = {f"cs_lo{i}": v for i, v in enumerate(lo or ())}
+    out.update({f"cs_hi{i}": v for i, v in enumerate(hi or ())})
+    return out
 
 
 def read_copy_text(source: Source, table: sa.Table, lo: Key | None, hi: Key | None,
@@ -162,12 +181,19 @@ def read_copy_text(source: Source, table: sa.Table, lo: Key | None, hi: Key | No
     if not isinstance(source.reader, PostgresReader) or not passes_through(table):
         return None
     reader: PostgresReader = source.reader
-    # row order does not matter to a chunk's writer: let the planner pick the cheapest scan of the range
-    stmt = sa.select(*table.columns).where(row_range(source.key_columns(table), lo, hi))
+    # compiled once per table and shape of range (compiling took longer than reading a small chunk)
+    cache: dict[tuple[bool, bool], CopyQuery] = table.info.setdefault("cs_copy_out", {})
+    query = cache.get((lo is None, hi is None))
+    if query is None:
+        # row order does not matter to a chunk's writer: let the planner pick the cheapest scan of the range
+        stmt = sa.select(*table.columns).where(row_range(source.key_columns(table), lo, hi, bound=True))
+        compiled = stmt.compile(dialect=source.engine.dialect)
+        assert isinstance(compiled, SQLCompiler)
+        query = cache[(lo is None, hi is None)] = (compiled, tuple(c.name for c in stmt.selected_columns))
 
     def blocks() -> Iterator[CopyText]:
         with source_errors(source.venue_id), source.engine.connect() as conn:
-            yield from reader.stream_copy_text(conn, stmt, batch_rows)
+            yield from reader.stream_copy_text(conn, query, batch_rows, range_params(lo, hi))
 
     return blocks()
 
