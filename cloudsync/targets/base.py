@@ -79,6 +79,11 @@ class Target:
         self._tables[source.name] = table
         return table
 
+    def has_table(self, name: str) -> bool:
+        """Whether the cloud table exists."""
+        with target_errors(), self.engine.connect() as conn:
+            return bool(sa.inspect(conn).has_table(name, schema=self.schema))
+
     def ensure_table(self, source: sa.Table) -> list[str]:
         """Create the cloud table, or add columns the source gained. Returns the added column names.
 

@@ -42,6 +42,10 @@ class PostgresTarget(Target):
         self._stages: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[sa.Table, str]] = {}
         self._ensured: dict[tuple[str, Any], str] = {}
 
+    def has_table(self, name: str) -> bool:
+        with target_errors(), self.engine.connect() as conn:
+            return conn.execute(_COLUMNS, {"schema": self.schema, "name": name}).scalar() is not None
+
     def ensure_table(self, source: sa.Table) -> list[str]:
         """As `Target.ensure_table`, skipped when the cloud table's columns are as this process last found
         them right for the same source shape: one catalog query instead of a reflection (which asks for

@@ -23,13 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
-
 from cloudsync.context import Context
 from cloudsync.control import jobs as jobrepo
 from cloudsync.control.store import utcnow
 from cloudsync.control.venues import Venue, get_venue, resolve_tables
-from cloudsync.db import target_errors
 from cloudsync.keys import Key, decode_key, encode_key, format_key
 from cloudsync.resync import venue_source
 from cloudsync.verify import rangehash
@@ -266,7 +263,7 @@ def verify_table(ctx: Context, venue: Venue, name: str, *, chunk_rows: int | Non
     report = TableReport(name)
     batch = ctx.settings.read_batch_rows
     where = f"venue={venue.id} verify"
-    if not _cloud_table_exists(target.engine, cloud):
+    if not target.has_table(cloud.name):
         count = source.count(table)
         report.source_rows, report.method = count, "-"
         report.diffs.append(RangeDiff(name, None, None, count, 0, count, 0, 0))
@@ -312,11 +309,6 @@ def verify_table(ctx: Context, venue: Venue, name: str, *, chunk_rows: int | Non
     log.info("%s table=%s: %d rows, %d ranges, %d differing, %d queries (%s) in %.2fs", where, name,
              report.source_rows, report.ranges, len(report.diffs), report.queries, report.method, report.elapsed_s)
     return report
-
-
-def _cloud_table_exists(engine: sa.Engine, cloud: sa.Table) -> bool:
-    with target_errors(), engine.connect() as conn:
-        return sa.inspect(conn).has_table(cloud.name, schema=cloud.schema)
 
 
 def verify_venue(ctx: Context, venue_id: str, tables: list[str] | None = None, *, chunk_rows: int | None = None,

@@ -311,8 +311,9 @@ def _column_hash(col: sa.Column[Any], seed: ColumnElement[Any]) -> ColumnElement
         return f.timestamp_hash_extended(f.timezone(sa.literal_column("INTERVAL '0'"), col), seed)
     if kind == "uuid" and type(col_type).__name__.upper() == "UUID":
         return f.uuid_hash_extended(col, seed)
-    if kind == "binary":  # bytea's own hash takes no SQL argument: its hex text's (a one-column record costs more)
-        return f.hashtextextended(f.encode(col, sa.literal_column("'hex'")), seed)
+    if kind == "binary":  # bytea's own hash takes no SQL argument: its hex text's (a one-column record costs
+        # more); the cast is bytea's output in hex (`_plan_for_checksums` sets it), cheaper than encode()
+        return f.hashtextextended(sa.cast(col, sa.Text), seed)
     return f.hash_record_extended(f.row(col), seed)  # date, char(n), …: the record hash of one column
 
 
@@ -458,7 +459,7 @@ def _plan_for_checksums(conn: sa.Connection, grouped: bool = False, by_index: bo
     """
     if conn.dialect.name != "postgresql":
         return
-    settings = {"jit": "off"}
+    settings = {"jit": "off", "bytea_output": "hex"}
     if grouped or by_index:
         settings.update(enable_sort="off", max_parallel_workers_per_gather="0")
     if by_index:  # a bitmap scan of the range's index entries reads each heap page once, in page order:

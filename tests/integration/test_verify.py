@@ -182,7 +182,7 @@ def test_postgresql_pair_hashes_natively_and_sees_what_the_normalised_hash_sees(
 
 def test_postgresql_native_sums_per_column_equal_the_record_hash_and_sum_by_index(pg_db):
     """PostgreSQL pairs sum each column's hash and weight the sums: the same checksum as summing
-    `hash_record_extended` of every row (bytea as its hex text), for every native kind (NULLs, NaN, -0,
+    `hash_record_extended` of every row (bytea as its text in hex output), for every native kind (NULLs, NaN, -0,
     extremes, char padding), and summing range by range through the key index gives what one range at a
     time gives."""
     from cloudsync.verify.rangehash import pair_hashers
@@ -225,13 +225,14 @@ def test_postgresql_native_sums_per_column_equal_the_record_hash_and_sum_by_inde
     venue, cloud = side(), side()
     assert pair_hashers(venue, cloud) and venue.method == "pg-native"
     assert len(venue._sums) == len(reflected.columns)  # a sum per column
-    fields = [sa.func.encode(c, "hex") if c.name == "blob" else c for c in reflected.columns]
+    fields = [sa.cast(c, sa.Text) if c.name == "blob" else c for c in reflected.columns]
     record = sa.func.hash_record_extended(sa.func.row(*fields), sa.cast(reflected.c.id, sa.BigInteger))
 
     def by_record(lo: int | None, hi: int | None) -> tuple[int, int]:
         cond = [reflected.c.id > lo] if lo is not None else []
         cond += [reflected.c.id <= hi] if hi is not None else []
         with engine.connect() as conn:
+            conn.execute(sa.text("SET bytea_output = 'hex'"))
             digests = conn.execute(sa.select(record).where(*cond)).scalars().all()
         return len(digests), sum(int(d) for d in digests) % rangehash.MOD_64
 
