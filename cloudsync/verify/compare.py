@@ -15,6 +15,7 @@ Only those small ranges are reported, and only they are resynced by a repair.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -48,6 +49,8 @@ MAX_TOP_RANGES = 1024
 #: integer keys: a differing range of at most this many rows is compared row by row straight away (its
 #: rows' digests cost about what another round of sums over it would)
 ROW_COMPARE_ROWS = 4096
+#: differing ranges compared row by row in one query a side (at most ROW_BATCH × ROW_COMPARE_ROWS rows)
+ROW_BATCH = 16
 #: queries per side for the top-level ranges where each is summed through the key index (two databases
 #: on a machine's cores: two a side keep both busy until the end, whichever side is slower)
 SPLIT_QUERIES = 2
@@ -183,10 +186,14 @@ class _Compare:
         side = self.src if s.rows >= t.rows else self.dst
         return side.split_points(lo, hi, max(s.rows, t.rows), self.fanout)
 
+    def row_sized(self, s: RangeSum, t: RangeSum) -> bool:
+        """Small enough to compare row by row at once (integer keys)."""
+        return bool(self.row_rows) and max(s.rows, t.rows) <= self.row_rows
+
     def narrow(self, lo: Key | None, hi: Key | None, s: RangeSum, t: RangeSum) -> list[RangeDiff]:
         """`(lo, hi]` differs: cut it until the parts are small, then count row by row."""
-        if self.row_rows and max(s.rows, t.rows) <= self.row_rows:
-            return self.rows_apart(lo, hi)
+        if self.row_sized(s, t):
+            return self.rows_apart([(lo, hi)])
         if max(s.rows, t.rows) > self.leaf_rows:
             points = self.points(lo, hi, s, t)
             bounds = points.bounds if isinstance(points, EvenCuts) else points
@@ -200,12 +207,23 @@ class _Compare:
                 return found
         return [self.leaf(lo, hi, s, t)]
 
-    def rows_apart(self, lo: Key | None, hi: Key | None) -> list[RangeDiff]:
-        """Integer keys, a range of at most `row_rows` rows: compared row by row at once (one query per
-        side instead of another round of range sums), and reported as the smallest ranges holding the
-        runs of differing rows, each at most `leaf_rows` rows wide (so a repair copies little more than them)."""
-        src_at, dst_at = self.both(lambda: self.src.int_digests(lo, hi), lambda: self.dst.int_digests(lo, hi))
-        keys = sorted(src_at.keys() | dst_at.keys())
+    def rows_apart(self, ranges: list[tuple[Key | None, Key | None]]) -> list[RangeDiff]:
+        """Integer keys, ranges of at most `row_rows` rows each: compared row by row at once (one query per
+        side for all of them, instead of another round of range sums), each reported as the smallest
+        ranges holding its runs of differing rows, at most `leaf_rows` rows wide (so a repair copies
+        little more than them)."""
+        src_at, dst_at = self.both(lambda: self.src.int_digests(ranges), lambda: self.dst.int_digests(ranges))
+        every = sorted(src_at.keys() | dst_at.keys())
+        found: list[RangeDiff] = []
+        for lo, hi in sorted(ranges, key=lambda r: (r[0] is not None, r[0] or ())):
+            first = 0 if lo is None else bisect.bisect_right(every, tuple(int(v) for v in lo))
+            last = len(every) if hi is None else bisect.bisect_right(every, tuple(int(v) for v in hi))
+            found += self._runs(lo, every[first:last], src_at, dst_at)
+        return found
+
+    def _runs(self, lo: Key | None, keys: list[tuple[int, ...]], src_at: dict[tuple[int, ...], int],
+              dst_at: dict[tuple[int, ...], int]) -> list[RangeDiff]:
+        """The runs of differing rows among one range's `keys` (sorted), as ranges."""
         differing = [i for i, k in enumerate(keys) if src_at.get(k) != dst_at.get(k)]
         found: list[RangeDiff] = []
         while differing:  # runs of differing rows; a run ends at a gap of more than `fanout` equal rows
@@ -301,10 +319,15 @@ def verify_table(ctx: Context, venue: Venue, name: str, *, chunk_rows: int | Non
         report.target_rows = sum(t.rows for _, t in sums)
         if progress:
             progress({"table": name, "rows": report.source_rows, "ranges_done": len(pairs)})
-        narrowed = [narrowing.submit(work.narrow, lo, hi, s, t) for (lo, hi), (s, t) in zip(pairs, sums, strict=True)
-                    if s != t]
+        differing = [(lo, hi, s, t) for (lo, hi), (s, t) in zip(pairs, sums, strict=True) if s != t]
+        # the small ones compared row by row together, ROW_BATCH ranges to a query; the others narrowed
+        small = [(lo, hi) for lo, hi, s, t in differing if work.row_sized(s, t)]
+        narrowed = [narrowing.submit(work.rows_apart, small[i:i + ROW_BATCH]) for i in range(0, len(small), ROW_BATCH)]
+        narrowed += [narrowing.submit(work.narrow, lo, hi, s, t) for lo, hi, s, t in differing
+                     if not work.row_sized(s, t)]
         for future in narrowed:
             report.diffs += future.result()
+        report.diffs.sort(key=lambda d: (d.lo is not None, d.lo or ()))
     report.elapsed_s = time.monotonic() - started
     log.info("%s table=%s: %d rows, %d ranges, %d differing, %d queries (%s) in %.2fs", where, name,
              report.source_rows, report.ranges, len(report.diffs), report.queries, report.method, report.elapsed_s)

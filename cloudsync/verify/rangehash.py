@@ -637,14 +637,15 @@ class RangeSide:
                 out[tuple(normalise(v) for v in row[:-1])] = int(row[-1]) % MOD_64
         return out
 
-    def int_digests(self, lo: Key | None, hi: Key | None) -> dict[tuple[int, ...], int]:
-        """`row_digests` for integer keys (`integer_keys`), keyed by the key itself: comparable and
-        ordered alike on every side, with no per-row normalising."""
+    def int_digests(self, ranges: Sequence[tuple[Key | None, Key | None]]) -> dict[tuple[int, ...], int]:
+        """`row_digests` of every row in any of `ranges`, for integer keys (`integer_keys`), keyed by the key
+        itself: comparable and ordered alike on every side, with no per-row normalising. One query."""
         n = len(self.key_columns)
         if self._digest is None:
             return {tuple(int(row[i]) for i in self._key_idx): row_digest64(row)
-                    for batch in self._read(lo, hi) for row in batch}
-        stmt = sa.select(*self.key_columns, self._digest).where(self._where(lo, hi))
+                    for lo, hi in ranges for batch in self._read(lo, hi) for row in batch}
+        stmt = sa.select(*self.key_columns, self._digest).where(
+            *self.filters, sa.or_(*(keys.in_range(self.key_columns, lo, hi) for lo, hi in ranges)))
         with self._errors(), self.engine.connect() as conn:
             _plan_for_checksums(conn)
             return {tuple(map(int, row[:n])): int(row[n]) % MOD_64 for row in conn.execute(stmt)}

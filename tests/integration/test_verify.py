@@ -366,6 +366,32 @@ def test_verify_finds_the_damaged_ranges_and_repair_fixes_them(request, pair, ma
     target_equals_source(ctx, "v1")
 
 
+def test_many_differing_ranges_are_compared_row_by_row_in_batches(pg_db, make_ctx, monkeypatch):
+    """Differing ranges small enough to compare row by row go several to a query a side: each is still
+    reported on its own, exactly its rows, in key order."""
+    from cloudsync.control.venues import add_venue
+
+    source = pg_db()
+    create_ledger(source, 6000)
+    ctx = make_ctx(cloud_url=pg_db())
+    add_venue(ctx.control, "v1", source)
+    assert populate(ctx, "v1").state == "done"
+    damaged = [150 + 300 * i for i in range(19)]  # one row in each of 19 ranges of 300 keys
+    with engine_for(ctx.settings.cloud_dsn).begin() as conn:
+        conn.execute(sa.text("UPDATE ledger SET name = name || '!' WHERE id = ANY(:ids)"), {"ids": damaged[::2]})
+        conn.execute(sa.text("DELETE FROM ledger WHERE id = ANY(:ids)"), {"ids": damaged[1::2]})
+    monkeypatch.setattr(compare, "ROW_BATCH", 4)
+    queries = []
+    original = RangeSide.int_digests
+    monkeypatch.setattr(RangeSide, "int_digests", lambda self, ranges: queries.append(len(ranges)) or original(
+        self, ranges))
+    report = compare.verify_venue(ctx, "v1", chunk_rows=300)
+    assert sorted(queries) == sorted([4] * 8 + [3] * 2)  # 19 ranges: 5 queries a side
+    assert [(d.missing, d.different) for d in report.diffs] == [(i % 2, 1 - i % 2) for i in range(19)]
+    for key, diff in zip(damaged, report.diffs, strict=True):
+        assert _contains(diff, (key,)) and max(diff.source_rows, diff.target_rows) == 1, diff
+
+
 #: the issue's 200,000-row table (about 30 s for this test here; CLOUDSYNC_TEST_VERIFY_ROWS to change it)
 LEDGER_ROWS = int(os.environ.get("CLOUDSYNC_TEST_VERIFY_ROWS", "200000"))
 RANGE_ROWS = 20000
