@@ -169,8 +169,10 @@ class _Compare:
         runs = [(edges[a], edges[b], bounds[a:b - 1]) for a, b in zip(cut, cut[1:], strict=False)]
         with self.lock:
             self.report.queries += 2 * len(runs)
-        on_source = [split.submit(self.src.range_sums, lo, hi, inner) for lo, hi, inner in runs]
+        # the cloud's first: its table is the larger (a venue column, every venue's rows), so it starts
+        # ahead of the venue's queries, which each wait a few ms for this process to build them
         on_target = [self.pool.submit(self.dst.range_sums, lo, hi, inner) for lo, hi, inner in runs]
+        on_source = [split.submit(self.src.range_sums, lo, hi, inner) for lo, hi, inner in runs]
         s = [x for f in on_source for x in f.result()]
         t = [x for f in on_target for x in f.result()]
         return list(zip(s, t, strict=True))
@@ -295,9 +297,13 @@ def verify_table(ctx: Context, venue: Venue, name: str, *, chunk_rows: int | Non
             ThreadPoolExecutor(max_workers=RANGE_THREADS, thread_name_prefix="verify-range") as narrowing:
         work = _Compare(name, src, dst, report, max(fanout, 2), max(leaf_rows, 1), where, pool,
                         max(ROW_COMPARE_ROWS, leaf_rows) if src.integer_keys and dst.integer_keys else 0)
-        if ranges is not None:  # given ranges (not adjacent): each summed on its own, several at once
-            pairs = list(ranges)
-            sums = list(narrowing.map(lambda r: work.sums(r[0], r[1], [])[0], pairs))
+        if ranges is not None:  # given ranges (not adjacent): one query a side where they go through the
+            pairs = list(ranges)  # key index, else each summed on its own, several at once
+            if src.by_index and dst.by_index:
+                report.queries += 2
+                sums = list(zip(*work.both(lambda: src.sums_of(pairs), lambda: dst.sums_of(pairs)), strict=True))
+            else:
+                sums = list(narrowing.map(lambda r: work.sums(r[0], r[1], [])[0], pairs))
         else:
             rows_per_range = int(chunk_rows or DEFAULT_RANGE_ROWS)
             if src.integer_key and dst.integer_key:  # cut by key value: no planning pass over the key index
