@@ -91,7 +91,8 @@ class CopyText:
 _PASS_THROUGH = (sa.Boolean, sa.Integer, sa.String, sa.Date, sa.DateTime, sa.LargeBinary, sa.Uuid)
 
 #: Output settings that make COPY text unambiguous for the target whatever the server's defaults.
-_SESSION = ("SET LOCAL client_encoding = 'UTF8'", "SET LOCAL datestyle = 'ISO, YMD'", "SET LOCAL bytea_output = 'hex'",
+#: One round trip: a chunk of a few rows spent more on four SETs than on its COPY.
+_SESSION = ("SET LOCAL client_encoding = 'UTF8'; SET LOCAL datestyle = 'ISO, YMD'; SET LOCAL bytea_output = 'hex'; "
             "SET LOCAL extra_float_digits = 3")
 
 
@@ -130,8 +131,7 @@ class PostgresReader(StreamingReader):
         raw = conn.connection.driver_connection
         try:
             with raw.cursor() as cur:  # type: ignore[union-attr]
-                for setting in _SESSION:
-                    cur.execute(setting)
+                cur.execute(_SESSION)
                 with cur.copy(copy_out, params) as copy:
                     parts: list[bytes] = []
                     rows = 0

@@ -60,7 +60,7 @@ class PostgresTarget(Target):
             self._ensured[key] = columns
         return added
 
-    def _stage(self, conn: Connection, table: sa.Table) -> sa.Table:
+    def _stage(self, conn: Connection, table: sa.Table, then: str = "") -> sa.Table:
         """The session's staging table for `table`'s current columns, created on the connection's first use.
 
         A temporary table that empties itself at every commit (`ON COMMIT DELETE ROWS`) and stays for
@@ -79,7 +79,8 @@ class PostgresTarget(Target):
             ddl = str(CreateTable(stage, if_not_exists=True).compile(dialect=self.engine.dialect))
             known = self._stages.setdefault((table.name, shape), (stage, ddl))
         stage, ddl = known
-        conn.exec_driver_sql(ddl)  # a catalog lookup once it exists (rolled back with a failed chunk, made again)
+        # a catalog lookup once it exists (rolled back with a failed chunk, made again); `then`, in the same round trip
+        conn.exec_driver_sql(f"{ddl}; {then}" if then else ddl)
         return stage
 
     def _write_range(
@@ -95,13 +96,12 @@ class PostgresTarget(Target):
         stats = WriteStats()
         params = {"cs_venue": venue_id, **range_params(lo, hi)}
         empty = not conn.execute(self._statements(table, None, lo, hi).exists, params).scalar()
-        into = table if empty else self._stage(conn, table)
+        # Right after a bulk load the cloud table's statistics say it is nearly empty, and the planner then
+        # picks nested loops that scan the whole stage once per cloud row (minutes for one chunk).
+        into = table if empty else self._stage(conn, table, then=_NO_NESTLOOP)
         stats.rows_written = self._copy(conn, into, venue_id if empty else None, batches)
         if not empty:
             merge = self._statements(table, into, lo, hi)
-            # Right after a bulk load the cloud table's statistics say it is nearly empty, and the planner then
-            # picks nested loops that scan the whole stage once per cloud row (minutes for one chunk).
-            conn.exec_driver_sql(_NO_NESTLOOP)
             if merge.update is not None:
                 conn.execute(merge.update, params)
             # a concurrent writer of the same range (a redelivered chunk) is refused at its fence check
