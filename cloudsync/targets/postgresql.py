@@ -39,20 +39,22 @@ class PostgresTarget(Target):
 
     def __init__(self, dsn: str, schema: str | None = None) -> None:
         super().__init__(dsn, schema)
-        self._stages: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[sa.Table, str]] = {}
         self._ensured: dict[tuple[str, Any], str] = {}
 
     def has_table(self, name: str) -> bool:
+        return self._columns(name) is not None
+
+    def _columns(self, name: str) -> str | None:
+        """The cloud table's columns, types and nullability as one string; None if there is no such table."""
         with target_errors(), self.engine.connect() as conn:
-            return conn.execute(_COLUMNS, {"schema": self.schema, "name": name}).scalar() is not None
+            return conn.execute(_COLUMNS, {"schema": self.schema, "name": name}).scalar()
 
     def ensure_table(self, source: sa.Table) -> list[str]:
         """As `Target.ensure_table`, skipped when the cloud table's columns are as this process last found
         them right for the same source shape: one catalog query instead of a reflection (which asks for
         the table, its columns, defaults, comments, domains and enums, 10-20 ms a table)."""
         key = (source.name, tuple(self.cloud_table(source).info["source_shape"]))
-        with target_errors(), self.engine.connect() as conn:
-            columns = conn.execute(_COLUMNS, {"schema": self.schema, "name": source.name}).scalar()
+        columns = self._columns(source.name)
         if columns is not None and self._ensured.get(key) == columns:
             return []
         added = super().ensure_table(source)
@@ -68,16 +70,16 @@ class PostgresTarget(Target):
         in `pg_attribute` on a busy cloud) and cost more than merging a small chunk. Named after the
         table and its column types, so a table that gained a column gets a stage of its own.
         """
-        shape = tuple((c.name, str(c.type.compile(self.engine.dialect)))
-                      for c in table.columns if c.name != VENUE_COLUMN)
-        known = self._stages.get((table.name, shape))
+        known: tuple[sa.Table, str] | None = table.info.get("cs_stage")  # a new cloud table per source shape
         if known is None:
+            columns = [c for c in table.columns if c.name != VENUE_COLUMN]
+            shape = [(c.name, str(c.type.compile(self.engine.dialect))) for c in columns]
             digest = hashlib.blake2b(repr((table.schema, table.name, shape)).encode(), digest_size=8).hexdigest()
             stage = sa.Table(f"cs_stage_{digest}", sa.MetaData(),
-                             *(sa.Column(c.name, c.type) for c in table.columns if c.name != VENUE_COLUMN),
+                             *(sa.Column(c.name, c.type) for c in columns),
                              prefixes=["TEMPORARY"], postgresql_on_commit="DELETE ROWS")
             ddl = str(CreateTable(stage, if_not_exists=True).compile(dialect=self.engine.dialect))
-            known = self._stages.setdefault((table.name, shape), (stage, ddl))
+            known = table.info.setdefault("cs_stage", (stage, ddl))
         stage, ddl = known
         # a catalog lookup once it exists (rolled back with a failed chunk, made again); `then`, in the same round trip
         conn.exec_driver_sql(f"{ddl}; {then}" if then else ddl)
@@ -178,7 +180,6 @@ class PostgresTarget(Target):
 
 _UTF8 = "SET LOCAL client_encoding = 'UTF8'"
 _NO_NESTLOOP = "SET LOCAL enable_nestloop = off"
-#: a table's columns, types and nullability as one string (NULL when there is no such table)
 _COLUMNS = sa.text(
     "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod) || CASE WHEN attnotnull THEN ' not null'"
     " ELSE '' END, ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = to_regclass(CASE WHEN"
