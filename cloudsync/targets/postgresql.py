@@ -62,7 +62,7 @@ class PostgresTarget(Target):
             self._ensured[key] = columns
         return added
 
-    def _stage(self, conn: Connection, table: sa.Table, then: str = "") -> sa.Table:
+    def _stage(self, conn: Connection, table: sa.Table) -> sa.Table:
         """The session's staging table for `table`'s current columns, created on the connection's first use.
 
         A temporary table that empties itself at every commit (`ON COMMIT DELETE ROWS`) and stays for
@@ -78,11 +78,13 @@ class PostgresTarget(Target):
             stage = sa.Table(f"cs_stage_{digest}", sa.MetaData(),
                              *(sa.Column(c.name, c.type) for c in columns),
                              prefixes=["TEMPORARY"], postgresql_on_commit="DELETE ROWS")
-            ddl = str(CreateTable(stage, if_not_exists=True).compile(dialect=self.engine.dialect))
-            known = table.info.setdefault("cs_stage", (stage, ddl))
+            create = CreateTable(stage, if_not_exists=True).compile(dialect=self.engine.dialect)
+            # Right after a bulk load the cloud table's statistics say it is nearly empty, and the planner then
+            # picks nested loops that scan the whole stage once per cloud row (minutes for one chunk): they are
+            # turned off for the merge, in the same round trip as the stage's creation
+            known = table.info.setdefault("cs_stage", (stage, "; ".join([str(create).strip(), _NO_NESTLOOP])))
         stage, ddl = known
-        # a catalog lookup once it exists (rolled back with a failed chunk, made again); `then`, in the same round trip
-        conn.exec_driver_sql(f"{ddl}; {then}" if then else ddl)
+        conn.exec_driver_sql(ddl)  # a catalog lookup once it exists (rolled back with a failed chunk, made again)
         return stage
 
     def _write_range(
@@ -98,9 +100,7 @@ class PostgresTarget(Target):
         stats = WriteStats()
         params = {"cs_venue": venue_id, **range_params(lo, hi)}
         empty = not conn.execute(self._statements(table, None, lo, hi).exists, params).scalar()
-        # Right after a bulk load the cloud table's statistics say it is nearly empty, and the planner then
-        # picks nested loops that scan the whole stage once per cloud row (minutes for one chunk).
-        into = table if empty else self._stage(conn, table, then=_NO_NESTLOOP)
+        into = table if empty else self._stage(conn, table)
         stats.rows_written = self._copy(conn, into, venue_id if empty else None, batches)
         if not empty:
             merge = self._statements(table, into, lo, hi)
