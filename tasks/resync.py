@@ -41,6 +41,9 @@ def plan(self: Task, job_id: int, **shown: Any) -> dict[str, Any]:
 def chunk(self: Task, job_id: int, chunk_id: int, **shown: Any) -> dict[str, Any]:
     ctx = context()
     owner = self.request.id or f"local-{chunk_id}"
+    # transient failures so far: Celery's own retry count also counts the waits for a guard (a trading-hours
+    # rate limit can hold a chunk many times), and those must not use up its retries after real errors
+    failures = int(shown.pop("failures", 0))
     try:
         outcome = resync.run_chunk(ctx, job_id, chunk_id, owner, progress=reporter(self),
                                    admit=lambda job: _granted(ctx, job_id, shown, "cloudsync.resync.chunk", job))
@@ -56,8 +59,9 @@ def chunk(self: Task, job_id: int, chunk_id: int, **shown: Any) -> dict[str, Any
         return {"job": job_id, "chunk": chunk_id, "abandoned": str(err)}
     except TransientError as err:
         resync.chunk_retrying(ctx, chunk_id, owner, err)
-        if self.request.retries < ctx.settings.retry_max:
-            raise self.retry(exc=err, countdown=_backoff(self, ctx)) from err
+        if failures < ctx.settings.retry_max:
+            raise self.retry(exc=err, countdown=backoff_s(failures, ctx.settings.retry_countdown_max_s),
+                             kwargs={**shown, "failures": failures + 1}) from err
         _fail(ctx, job_id, chunk_id, err)
         raise
     except TerminalError as err:
