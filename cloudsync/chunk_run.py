@@ -8,9 +8,7 @@ dated exceptions only when it has any. Nothing is cached: every chunk still sees
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from cloudsync.control.guards_schema import maintenance_windows, venue_hours, venue_hours_exceptions, venue_limits
 from cloudsync.control.jobs import Chunk, Job
 from cloudsync.control.schema import chunks, jobs, venue_tables, venues
+from cloudsync.control.store import reading
 from cloudsync.control.venues import Venue
 from cloudsync.errors import UnknownJob
 from cloudsync.guards.rules import (
@@ -89,19 +88,10 @@ _EXCEPTIONS = (sa.select(venue_hours_exceptions.c.day, venue_hours_exceptions.c.
                .order_by(venue_hours_exceptions.c.day))
 
 
-@contextlib.contextmanager
-def _connected(bind: Engine | Connection) -> Iterator[Connection]:
-    if isinstance(bind, Connection):
-        yield bind
-        return
-    with bind.connect() as conn:
-        yield conn
-
-
 def load(control: Engine | Connection, job_id: int, chunk_id: int) -> ChunkRun:
     """The chunk's run state (UnknownJob if the job or the chunk is gone); `control` may be the chunk's
     session (`cloudsync.control.store.chunk_session`)."""
-    with _connected(control) as conn:
+    with reading(control) as conn:
         row = conn.execute(_statement(), {"job_id": job_id, "chunk_id": chunk_id}).first()
         if row is None:
             raise UnknownJob(f"job {job_id} chunk {chunk_id}")

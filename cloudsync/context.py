@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import redis
 from sqlalchemy.engine import Engine
@@ -13,6 +13,9 @@ from cloudsync.embedded import ensure_embedded_redis
 from cloudsync.settings import Settings, load_settings
 from cloudsync.targets import Target, open_target
 
+if TYPE_CHECKING:
+    from cloudsync.control.jobs import Job
+
 
 class Dispatcher(Protocol):
     """How the engine asks for more work without knowing about Celery (worker/dispatch.py does)."""
@@ -21,7 +24,9 @@ class Dispatcher(Protocol):
 
     def run_chunks(self, job_id: int, chunk_ids: list[int]) -> None: ...
 
-    def finish_job(self, job_id: int) -> None: ...
+    def finish_job(self, job_id: int, job: Job | None = None) -> None:
+        """`job`: the job as the caller just read it, if it did (saves reading it again)."""
+        ...
 
 
 @dataclass

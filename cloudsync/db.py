@@ -30,7 +30,7 @@ PG_TCP_USER_TIMEOUT_MS = 60_000
 
 
 def _pg_connect_args(relaxed: bool = False) -> dict[str, object]:
-    return {
+    args: dict[str, object] = {
         "connect_timeout": PG_CONNECT_TIMEOUT_S,
         "keepalives": 1,
         "keepalives_idle": PG_KEEPALIVE_IDLE_S,
@@ -39,8 +39,14 @@ def _pg_connect_args(relaxed: bool = False) -> dict[str, object]:
         "tcp_user_timeout": PG_TCP_USER_TIMEOUT_MS,
         "options": f"-c lock_timeout={PG_LOCK_TIMEOUT_S * 1000} "
                    f"-c idle_in_transaction_session_timeout={PG_IDLE_TX_TIMEOUT_S * 1000}"
-                   + (" -c synchronous_commit=off" if relaxed else ""),
+                   + (" -c synchronous_commit=off -c plan_cache_mode=force_generic_plan" if relaxed else ""),
     }
+    if relaxed:
+        # a chunk's bookkeeping is the same few statements by primary key, thousands of times: each is
+        # prepared on its first use and planned once per connection (planning the chunk's read of its
+        # state, a seven-table join, took longer than running it)
+        args["prepare_threshold"] = 0
+    return args
 _lock = threading.Lock()
 
 
@@ -66,7 +72,9 @@ def engine_for(dsn: str, role: str = "s", relaxed: bool = False) -> Engine:
         if engine is not None:
             return engine
         url = parse_dsn(dsn, role)
-        kwargs: dict[str, object] = {}
+        # the connection checked in last is handed out first: it is the one least likely to need a ping,
+        # and the one whose prepared statements are warm; the others age out instead of taking turns
+        kwargs: dict[str, object] = {"pool_use_lifo": True}
         if url.drivername.startswith("sqlite"):
             if url.database and url.database != ":memory:":
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)

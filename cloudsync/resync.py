@@ -58,6 +58,7 @@ class ChunkOutcome:
     ran: bool  # False: the chunk was already settled or the job is no longer active
     job_settled: bool  # True for exactly one caller: every chunk is done or failed; finish the job
     rows: int = 0
+    job: Job | None = None  # the job as the chunk read it when it started
 
 
 def venue_source(venue: Venue) -> Source:
@@ -120,14 +121,22 @@ def plan_job(ctx: Context, job_id: int) -> list[int]:
         for i in range(len(edges) - 1):
             est = chunk_rows if i < len(bounds) else max(count - chunk_rows * len(bounds), 0)
             planned.append((name, edges[i], edges[i + 1], est))
-    jobrepo.insert_chunks(ctx.control, job_id, planned)
-    jobrepo.bump_fence(ctx.control, job_id)
-    jobrepo.set_job(ctx.control, job_id, ("planning",), state="running")
+    chunk_ids = commit_plan(ctx, job_id, venue.id, planned,
+                            f"planned {len(planned)} chunks over {len(tables)} tables")
     publish_services(ctx, venue.id)  # degraded while it runs
-    jobrepo.log_event(ctx.control, venue.id, f"planned {len(planned)} chunks over {len(tables)} tables",
-                      job_id=job_id)
     log.info("venue=%s job=%s planned %d chunks over %d tables", venue.id, job_id, len(planned), len(tables))
-    return jobrepo.unsettled_chunks(ctx.control, job_id)
+    return chunk_ids
+
+
+def commit_plan(ctx: Context, job_id: int, venue_id: str, planned: jobrepo.Planned, event: str) -> list[int]:
+    """Give a planning job its chunks, a new fencing token and the running state, in one commit (with the
+    event saying so). Returns the ids of its chunks still to run."""
+    with ctx.control.begin() as conn:
+        jobrepo.insert_chunks(conn, job_id, planned)
+        jobrepo.bump_fence(conn, job_id)
+        jobrepo.set_job(conn, job_id, ("planning",), state="running")
+        jobrepo.log_event(conn, venue_id, event, job_id=job_id)
+        return jobrepo.unsettled_chunks(conn, job_id)
 
 
 def plan_failed(ctx: Context, job_id: int, error: BaseException) -> None:
@@ -169,15 +178,16 @@ def _run_guarded(ctx: Context, run: ChunkRun, owner: str, progress: Progress | N
     job, chunk_id = run.job, run.chunk.id
     chunk = jobrepo.claim_chunk(session, chunk_id, owner, ctx.settings.chunk_lease_s)
     if chunk is None:
-        return ChunkOutcome(chunk_id, ran=False, job_settled=jobrepo.settle_job(ctx.control, job.id))
+        return ChunkOutcome(chunk_id, ran=False, job_settled=jobrepo.settle_job(ctx.control, job.id),
+                            job=job)
     if chunk.deliveries > ctx.settings.max_deliveries:
         detail = f"delivered {chunk.deliveries} times without finishing (workers lost?)"
         jobrepo.fail_chunk(ctx.control, chunk.id, detail)
-        return ChunkOutcome(chunk_id, ran=False, job_settled=jobrepo.settle_job(ctx.control, job.id))
+        return ChunkOutcome(chunk_id, ran=False, job_settled=jobrepo.settle_job(ctx.control, job.id), job=job)
     if job.state == "paused":
         jobrepo.set_job(ctx.control, job.id, ("paused",), state="running", pause_reason=None)
     rows, settled = _copy_range(ctx, run.venue, job, chunk, owner, progress, run.columns, session)
-    return ChunkOutcome(chunk_id, ran=True, job_settled=settled, rows=rows)
+    return ChunkOutcome(chunk_id, ran=True, job_settled=settled, rows=rows, job=job)
 
 
 def _copy_range(ctx: Context, venue: Venue, job: Job, chunk: Chunk, owner: str, progress: Progress | None,
@@ -261,10 +271,11 @@ def finish_job(ctx: Context, job_id: int, verify: bool = True, owner: str | None
     owner = owner or f"finisher-{uuid.uuid4().hex[:12]}"
     if not jobrepo.claim_finish(ctx.control, job_id, owner, FINISH_CLAIM_STALE_S):
         return jobrepo.get_job(ctx.control, job_id)
-    job = jobrepo.get_job(ctx.control, job_id)
-    failed = jobrepo.failed_chunks(ctx.control, job_id)
-    venue = get_venue(ctx.control, job.venue_id)
-    progress = jobrepo.table_progress(ctx.control, job_id)
+    with ctx.control.connect() as conn:  # what closing needs to know, on one connection
+        job = jobrepo.get_job(conn, job_id)
+        failed = jobrepo.failed_chunks(conn, job_id)
+        venue = get_venue(conn, job.venue_id)
+        progress = jobrepo.table_progress(conn, job_id)
     broken = {f["table_name"] for f in failed}
     # largest first: the closing check runs several tables at once, the small ones around the large ones
     healthy = [t["table_name"] for t in sorted(progress, key=lambda t: (-int(t["rows_done"] or 0), t["table_name"]))
@@ -272,31 +283,38 @@ def finish_job(ctx: Context, job_id: int, verify: bool = True, owner: str | None
     # a repair job is verified by key-range checksums afterwards (cloudsync/verify/repair.py), not table-wide here
     verification = verify_tables(ctx, venue, healthy) if verify and job.kind != "repair" else None
     if failed:
-        first = failed[0]["error"]
-        error = f"{len(failed)} chunk(s) failed; first: {first}"
-        if not jobrepo.close_job(ctx.control, job_id, owner, state="failed", error=error, finished_at=utcnow(),
-                                 verification=verification):
+        error = f"{len(failed)} chunk(s) failed; first: {failed[0]['error']}"
+        if not _close(ctx, job, owner, verification, error=error, message=f"resync failed: {error}", level="ERROR"):
             return jobrepo.get_job(ctx.control, job_id)
-        jobrepo.record_sync_run(ctx.control, venue.id, job.kind, job.started_at or job.created_at, False,
-                                rows_applied=job.rows_done, error=error, job_id=job_id)
-        jobrepo.log_event(ctx.control, venue.id, f"resync failed: {error}", job_id=job_id, level="ERROR")
     else:
         if not jobrepo.holds_finish(ctx.control, job_id, owner):
             return jobrepo.get_job(ctx.control, job_id)
         resume_after_resync(ctx, venue.id, job_id, job.feed_position)  # while incremental is still held off
-        if not jobrepo.close_job(ctx.control, job_id, owner, state="done", error=None, finished_at=utcnow(),
-                                 verification=verification):
-            return jobrepo.get_job(ctx.control, job_id)
         ok = verification is None or verification["match"]
-        jobrepo.record_sync_run(ctx.control, venue.id, job.kind, job.started_at or job.created_at, True,
-                                rows_applied=job.rows_done, job_id=job_id, details={"verified": ok})
-        jobrepo.log_event(ctx.control, venue.id, f"resync done; verification {'matches' if ok else 'differs'}",
-                          job_id=job_id, level="INFO" if ok else "WARNING")
+        message = f"resync done; verification {'matches' if ok else 'differs'}"
+        if not _close(ctx, job, owner, verification, message=message, level="INFO" if ok else "WARNING"):
+            return jobrepo.get_job(ctx.control, job_id)
     guards.release_venue(ctx, venue.id, job_id)
     log.info("venue=%s job=%s finished", venue.id, job_id)
     publish_services(ctx, venue.id)
     announce_end(ctx, job_id)
     return jobrepo.get_job(ctx.control, job_id)
+
+
+def _close(ctx: Context, job: Job, owner: str, verification: dict[str, Any] | None, *, message: str, level: str,
+           error: str | None = None) -> bool:
+    """Close the job (done, or failed with `error`) while `owner` holds its finish claim, and record the
+    run and the event in the same commit. False if the claim was lost: nothing is written."""
+    ok = error is None
+    with ctx.control.begin() as conn:
+        if not jobrepo.close_job(conn, job.id, owner, state="done" if ok else "failed", error=error,
+                                 finished_at=utcnow(), verification=verification):
+            return False
+        jobrepo.record_sync_run(conn, job.venue_id, job.kind, job.started_at or job.created_at, ok,
+                                rows_applied=job.rows_done, error=error, job_id=job.id,
+                                details={"verified": verification is None or verification["match"]} if ok else None)
+        jobrepo.log_event(conn, job.venue_id, message, job_id=job.id, level=level)
+    return True
 
 
 def verify_tables(ctx: Context, venue: Venue, tables: list[str]) -> dict[str, Any]:

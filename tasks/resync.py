@@ -68,7 +68,7 @@ def chunk(self: Task, job_id: int, chunk_id: int, **shown: Any) -> dict[str, Any
         _fail(ctx, job_id, chunk_id, err)
         raise
     if outcome.job_settled:
-        dispatcher().finish_job(job_id)
+        dispatcher().finish_job(job_id, outcome.job)
     return {"job": job_id, "chunk": chunk_id, "rows": outcome.rows, "ran": outcome.ran}
 
 

@@ -129,9 +129,11 @@ def job_action(kind: str) -> str:
     return f"resync.{kind}"
 
 
-def issue_job_grant(settings: Settings, control: Engine, job_id: int, ttl_s: int = GRANT_TTL_S) -> str:
-    """Sign a grant for the job as its requester and store it on the job row."""
-    job = jobrepo.get_job(control, job_id)
+def issue_job_grant(settings: Settings, control: Engine, job_id: int, ttl_s: int = GRANT_TTL_S,
+                    job: jobrepo.Job | None = None) -> str:
+    """Sign a grant for the job as its requester and store it on the job row (`job`: as just read)."""
+    if job is None or job.id != job_id:
+        job = jobrepo.get_job(control, job_id)
     claims = Claims(job.id, job.venue_id, job_action(job.kind), job.requested_by or SYSTEM_STAFF,
                     int(time.time()) + ttl_s)
     token = sign(server_secret(settings), claims)
@@ -140,9 +142,13 @@ def issue_job_grant(settings: Settings, control: Engine, job_id: int, ttl_s: int
     return token
 
 
-def job_grant(settings: Settings, control: Engine, job_id: int) -> str:
-    """The job's stored grant, signed anew when it is missing or close to expiry (dispatching is trusted)."""
-    job = jobrepo.get_job(control, job_id)
+def job_grant(settings: Settings, control: Engine, job_id: int, job: jobrepo.Job | None = None) -> str:
+    """The job's stored grant, signed anew when it is missing or close to expiry (dispatching is trusted).
+
+    `job`: the job as the caller just read it, if it did.
+    """
+    if job is None or job.id != job_id:
+        job = jobrepo.get_job(control, job_id)
     if job.grant:
         try:
             verify(server_secret(settings), job.grant, job=job.id, venue=job.venue_id, action=job_action(job.kind),
@@ -150,7 +156,7 @@ def job_grant(settings: Settings, control: Engine, job_id: int) -> str:
             return job.grant
         except GrantRefused:
             pass
-    return issue_job_grant(settings, control, job_id)
+    return issue_job_grant(settings, control, job_id, job=job)
 
 
 def check_job_grant(settings: Settings, control: Engine, job_id: int, grant: object, task: str,

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from cloudsync.control.schema import JOB_ACTIVE_STATES, chunks, job_events, jobs, sync_runs
-from cloudsync.control.store import as_utc, utcnow
+from cloudsync.control.store import Bind, as_utc, reading, utcnow, writing
 from cloudsync.errors import AlreadyRunning, ChunkBusy, JobStateError, StaleFence, UnknownJob
 from cloudsync.keys import Key, decode_key, encode_key
 
@@ -123,8 +123,8 @@ def active_job(control: Engine, venue_id: str) -> Job | None:
     return Job.from_row(row) if row else None
 
 
-def get_job(control: Engine, job_id: int) -> Job:
-    with control.connect() as conn:
+def get_job(control: Bind, job_id: int) -> Job:
+    with reading(control) as conn:
         row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
     if row is None:
         raise UnknownJob(job_id)
@@ -141,23 +141,27 @@ def list_jobs(control: Engine, venue_id: str | None = None, active_only: bool = 
         return [Job.from_row(r) for r in conn.execute(stmt)]
 
 
-def set_job(control: Engine, job_id: int, from_states: tuple[str, ...] | None = None, **values: Any) -> bool:
+def set_job(control: Bind, job_id: int, from_states: tuple[str, ...] | None = None, **values: Any) -> bool:
     """Update a job; with `from_states`, only if it is in one of them. True if the row changed."""
     stmt = jobs.update().where(jobs.c.id == job_id).values(updated_at=utcnow(), **values)
     if from_states is not None:
         stmt = stmt.where(jobs.c.state.in_(from_states))
-    with control.begin() as conn:
+    with writing(control) as conn:
         return bool(conn.execute(stmt).rowcount)
 
 
-def bump_fence(control: Engine, job_id: int) -> int:
+def bump_fence(control: Bind, job_id: int) -> int:
     """A new fencing token for the job: writers holding an older one are refused from now on."""
-    with control.begin() as conn:
+    with writing(control) as conn:
         conn.execute(jobs.update().where(jobs.c.id == job_id).values(fence_token=jobs.c.fence_token + 1))
         return int(conn.execute(sa.select(jobs.c.fence_token).where(jobs.c.id == job_id)).scalar_one())
 
 
-def insert_chunks(control: Engine, job_id: int, planned: list[tuple[str, Key | None, Key | None, int]]) -> None:
+#: chunks to create: (table, lo, hi, estimated rows), the key range (lo, hi] (None: unbounded)
+Planned = list[tuple[str, Key | None, Key | None, int]]
+
+
+def insert_chunks(control: Bind, job_id: int, planned: Planned) -> None:
     now = utcnow()
     seqs: dict[str, int] = {}
     rows = []
@@ -165,7 +169,7 @@ def insert_chunks(control: Engine, job_id: int, planned: list[tuple[str, Key | N
         seq = seqs[table] = seqs.get(table, -1) + 1
         rows.append(dict(job_id=job_id, table_name=table, seq=seq, lo=encode_key(lo), hi=encode_key(hi),
                          state="pending", rows_est=est, updated_at=now))
-    with control.begin() as conn:
+    with writing(control) as conn:
         if rows:
             conn.execute(chunks.insert(), rows)
         conn.execute(jobs.update().where(jobs.c.id == job_id).values(
@@ -374,8 +378,8 @@ def release_chunk(control: Engine, chunk_id: int, owner: str, error: str | None 
                      .values(**values))
 
 
-def unsettled_chunks(control: Engine, job_id: int) -> list[int]:
-    with control.connect() as conn:
+def unsettled_chunks(control: Bind, job_id: int) -> list[int]:
+    with reading(control) as conn:
         return [r[0] for r in conn.execute(sa.select(chunks.c.id).where(
             chunks.c.job_id == job_id, chunks.c.state.in_(("pending", "running"))).order_by(chunks.c.id))]
 
@@ -387,7 +391,7 @@ def chunk_counts(control: Engine, job_id: int) -> dict[str, int]:
         return {state: int(n) for state, n in rows}
 
 
-def table_progress(control: Engine, job_id: int) -> list[dict[str, Any]]:
+def table_progress(control: Bind, job_id: int) -> list[dict[str, Any]]:
     """Per table: chunks done/total, rows done/estimated, failed chunks."""
     c = chunks.c
     stmt = (sa.select(
@@ -398,12 +402,12 @@ def table_progress(control: Engine, job_id: int) -> list[dict[str, Any]]:
         sa.func.sum(c.rows_est).label("rows_est"),
         sa.func.sum(c.rows_read).label("rows_done"),
     ).where(c.job_id == job_id).group_by(c.table_name).order_by(c.table_name))
-    with control.connect() as conn:
+    with reading(control) as conn:
         return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
-def failed_chunks(control: Engine, job_id: int) -> list[dict[str, Any]]:
-    with control.connect() as conn:
+def failed_chunks(control: Bind, job_id: int) -> list[dict[str, Any]]:
+    with reading(control) as conn:
         rows = conn.execute(sa.select(chunks.c.id, chunks.c.table_name, chunks.c.lo, chunks.c.hi, chunks.c.error)
                             .where(chunks.c.job_id == job_id, chunks.c.state == "failed").order_by(chunks.c.id))
         return [dict(r._mapping) for r in rows]
@@ -415,9 +419,9 @@ def reset_failed_chunks(control: Engine, job_id: int) -> int:
             state="pending", error=None, attempts=0, deliveries=0, finished_at=None, updated_at=utcnow())).rowcount
 
 
-def log_event(control: Engine, venue_id: str, message: str, *, job_id: int | None = None,
+def log_event(control: Bind, venue_id: str, message: str, *, job_id: int | None = None,
               chunk_id: int | None = None, level: str = "INFO") -> None:
-    with control.begin() as conn:
+    with writing(control) as conn:
         conn.execute(job_events.insert().values(at=utcnow(), venue_id=venue_id, job_id=job_id, chunk_id=chunk_id,
                                                 level=level, message=message))
 
@@ -430,11 +434,11 @@ def get_chunks(control: Engine, chunk_ids: list[int]) -> list[Chunk]:
         return [Chunk.from_row(r) for r in rows]
 
 
-def record_sync_run(control: Engine, venue_id: str, kind: str, started_at: dt.datetime, ok: bool, *,
+def record_sync_run(control: Bind, venue_id: str, kind: str, started_at: dt.datetime, ok: bool, *,
                     rows_applied: int = 0, error: str | None = None, job_id: int | None = None,
                     details: dict[str, Any] | None = None) -> None:
     """One finished sync of a venue (incremental, full, verify or repair), for `cloudsync status`."""
-    with control.begin() as conn:
+    with writing(control) as conn:
         conn.execute(sync_runs.insert().values(venue_id=venue_id, kind=kind, job_id=job_id, started_at=started_at,
                                                finished_at=utcnow(), ok=ok, rows_applied=rows_applied,
                                                error=error, details=details))
@@ -462,9 +466,9 @@ def holds_finish(control: Engine, job_id: int, owner: str) -> bool:
             jobs.c.id == job_id, jobs.c.state == "finishing", jobs.c.finisher == owner)).first() is not None
 
 
-def close_job(control: Engine, job_id: int, owner: str, **values: Any) -> bool:
+def close_job(control: Bind, job_id: int, owner: str, **values: Any) -> bool:
     """Leave `finishing` for `done`/`failed`, only while `owner` holds the finish claim."""
     stmt = jobs.update().where(jobs.c.id == job_id, jobs.c.state == "finishing", jobs.c.finisher == owner)
-    with control.begin() as conn:
+    with writing(control) as conn:
         return bool(conn.execute(stmt.values(finisher=None, finish_claimed_at=None, updated_at=utcnow(),
                                              **values)).rowcount)

@@ -34,6 +34,32 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.timezone.utc)
 
 
+Bind = Engine | Connection
+
+
+@contextlib.contextmanager
+def reading(bind: Bind) -> Iterator[Connection]:
+    """`bind` as it is when it is a connection (the caller's session or transaction), else a pooled one.
+
+    Lets a caller run several reads or writes on one checkout, and several writes in one commit.
+    """
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with bind.connect() as conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def writing(bind: Bind) -> Iterator[Connection]:
+    """A transaction: the caller's when `bind` is a connection (the caller commits), else one of its own."""
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with bind.begin() as conn:
+        yield conn
+
+
 def alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))

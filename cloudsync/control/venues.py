@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cloudsync.control.schema import venue_tables, venues
-from cloudsync.control.store import utcnow
+from cloudsync.control.store import Bind, reading, utcnow
 from cloudsync.dsn import mask_dsn, parse_dsn
 from cloudsync.errors import ConfigError, NoPrimaryKey, TerminalError, UnknownTable, UnknownVenue
 from cloudsync.sources import open_source
@@ -48,8 +48,8 @@ class Venue:
         )
 
 
-def get_venue(control: Engine, venue_id: str) -> Venue:
-    with control.connect() as conn:
+def get_venue(control: Bind, venue_id: str) -> Venue:
+    with reading(control) as conn:
         row = conn.execute(sa.select(venues).where(venues.c.id == venue_id)).first()
     if row is None:
         raise UnknownVenue(venue_id)

@@ -16,15 +16,13 @@ from cloudsync.context import Context, Dispatcher
 from cloudsync.control import jobs as jobrepo
 from cloudsync.control.store import utcnow
 from cloudsync.control.venues import get_venue
-from cloudsync.keys import Key
-from cloudsync.resync import request_full_resync, venue_source
+from cloudsync.resync import commit_plan, request_full_resync, venue_source
 from cloudsync.verify.compare import Progress, RangeDiff, VerifyReport, record_verify, verify_ranges, verify_venue
 
 log = logging.getLogger(__name__)
 
 REPAIR_KIND = "repair"
 
-Planned = list[tuple[str, Key | None, Key | None, int]]
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class RepairStart:
     tables: list[str]
 
 
-def plan_ranges(ctx: Context, job_id: int, planned: Planned) -> list[int]:
+def plan_ranges(ctx: Context, job_id: int, planned: jobrepo.Planned) -> list[int]:
     """Give a queued job the chunks it is told (no key planning), ensure the cloud tables, set it running.
 
     The explicit-ranges counterpart of `resync.plan_job`: same states, same fence bump, so chunk tasks
@@ -52,12 +50,9 @@ def plan_ranges(ctx: Context, job_id: int, planned: Planned) -> list[int]:
         if added:
             jobrepo.log_event(ctx.control, venue.id, f"table {name}: cloud columns added: {', '.join(added)}",
                               job_id=job_id)
-    jobrepo.insert_chunks(ctx.control, job_id, planned)
-    jobrepo.bump_fence(ctx.control, job_id)
-    jobrepo.set_job(ctx.control, job_id, ("planning",), state="running")
-    jobrepo.log_event(ctx.control, venue.id, f"planned {len(planned)} repair chunks", job_id=job_id)
+    chunk_ids = commit_plan(ctx, job_id, venue.id, planned, f"planned {len(planned)} repair chunks")
     log.info("venue=%s job=%s planned %d repair chunks", venue.id, job_id, len(planned))
-    return jobrepo.unsettled_chunks(ctx.control, job_id)
+    return chunk_ids
 
 
 def start_repair(ctx: Context, venue_id: str, diffs: list[RangeDiff], dispatcher: Dispatcher | None = None,
@@ -72,7 +67,7 @@ def start_repair(ctx: Context, venue_id: str, diffs: list[RangeDiff], dispatcher
     tables = sorted({d.table for d in diffs})
     options = {"tables": tables, "ranges": [d.as_dict() for d in diffs]}
     job_id = request_full_resync(ctx, venue_id, requested_by, options, kind=REPAIR_KIND)
-    planned: Planned = [(d.table, d.lo, d.hi, max(d.source_rows, 1)) for d in diffs]
+    planned: jobrepo.Planned = [(d.table, d.lo, d.hi, max(d.source_rows, 1)) for d in diffs]
     chunk_ids = plan_ranges(ctx, job_id, planned)
     if dispatcher is not None and chunk_ids:
         dispatcher.run_chunks(job_id, chunk_ids)

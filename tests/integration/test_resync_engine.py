@@ -128,7 +128,7 @@ def test_schema_drift_adds_new_columns_and_stops_on_incompatible_types(pg_db, ma
 def test_only_one_finisher_closes_a_job(sqlite_db, make_ctx, make_venue):
     """A reaper's finish while the first finisher is slow: one closes the job, the other changes nothing."""
     from cloudsync.control import jobs as jobrepo
-    from cloudsync.control.schema import sync_runs
+    from cloudsync.control.schema import job_events, sync_runs
 
     ctx = make_ctx(cloud_url=sqlite_db(), chunk_rows=500)
     make_venue(ctx, sqlite_db(), rows=1000)
@@ -144,7 +144,37 @@ def test_only_one_finisher_closes_a_job(sqlite_db, make_ctx, make_venue):
     with ctx.control.connect() as conn:
         runs = conn.execute(sa.select(sa.func.count()).select_from(sync_runs).where(
             sync_runs.c.job_id == job_id)).scalar_one()
-    assert runs == 1
+        closed = conn.execute(sa.select(sa.func.count()).select_from(job_events).where(
+            job_events.c.job_id == job_id, job_events.c.message.like("resync done%"))).scalar_one()
+    assert (runs, closed) == (1, 1)  # the close, its run and its event commit together, once
+
+
+def test_a_finisher_that_loses_its_claim_while_closing_writes_nothing(sqlite_db, make_ctx, make_venue, monkeypatch):
+    """The claim taken over (as stale) between the finisher's check and its close: no state, run or event."""
+    from cloudsync.control import jobs as jobrepo
+    from cloudsync.control.schema import job_events, sync_runs
+
+    ctx = make_ctx(cloud_url=sqlite_db(), chunk_rows=500)
+    make_venue(ctx, sqlite_db(), rows=1000)
+    job_id = resync.request_full_resync(ctx, "v1")
+    for chunk_id in resync.plan_job(ctx, job_id):
+        resync.run_chunk(ctx, job_id, chunk_id, owner="w")
+    original = resync.resume_after_resync
+
+    def taken_over(*args, **kwargs):
+        original(*args, **kwargs)
+        jobrepo.set_job(ctx.control, job_id, None, finisher="reaper")
+
+    monkeypatch.setattr(resync, "resume_after_resync", taken_over)
+    assert resync.finish_job(ctx, job_id, owner="slow").state == "finishing"
+    with ctx.control.connect() as conn:
+        runs = conn.execute(sa.select(sa.func.count()).select_from(sync_runs).where(
+            sync_runs.c.job_id == job_id)).scalar_one()
+        closed = conn.execute(sa.select(sa.func.count()).select_from(job_events).where(
+            job_events.c.job_id == job_id, job_events.c.message.like("resync done%"))).scalar_one()
+    assert (runs, closed) == (0, 0)
+    monkeypatch.setattr(resync, "resume_after_resync", original)
+    assert resync.finish_job(ctx, job_id, owner="reaper").state == "done"
 
 
 def test_control_database_connections_dropped_mid_job_are_retried_not_lost(pg_db, sqlite_db, make_ctx, make_venue,
