@@ -125,40 +125,47 @@ def test_schema_drift_adds_new_columns_and_stops_on_incompatible_types(pg_db, ma
         resync.plan_job(ctx, job_id)
 
 
-def test_only_one_finisher_closes_a_job(sqlite_db, make_ctx, make_venue):
-    """A reaper's finish while the first finisher is slow: one closes the job, the other changes nothing."""
-    from cloudsync.control import jobs as jobrepo
-    from cloudsync.control.schema import job_events, sync_runs
-
+def _copied_job(sqlite_db, make_ctx, make_venue):
+    """A context and a job whose chunks have all run: only finishing is left."""
     ctx = make_ctx(cloud_url=sqlite_db(), chunk_rows=500)
     make_venue(ctx, sqlite_db(), rows=1000)
     job_id = resync.request_full_resync(ctx, "v1")
     for chunk_id in resync.plan_job(ctx, job_id):
         resync.run_chunk(ctx, job_id, chunk_id, owner="w")
+    return ctx, job_id
+
+
+def _close_records(ctx, job_id):
+    """(sync runs, "resync done" events) recorded for the job."""
+    from cloudsync.control.schema import job_events, sync_runs
+
+    with ctx.control.connect() as conn:
+        runs = conn.execute(sa.select(sa.func.count()).select_from(sync_runs).where(
+            sync_runs.c.job_id == job_id)).scalar_one()
+        closed = conn.execute(sa.select(sa.func.count()).select_from(job_events).where(
+            job_events.c.job_id == job_id, job_events.c.message.like("resync done%"))).scalar_one()
+    return runs, closed
+
+
+def test_only_one_finisher_closes_a_job(sqlite_db, make_ctx, make_venue):
+    """A reaper's finish while the first finisher is slow: one closes the job, the other changes nothing."""
+    from cloudsync.control import jobs as jobrepo
+
+    ctx, job_id = _copied_job(sqlite_db, make_ctx, make_venue)
     assert jobrepo.claim_finish(ctx.control, job_id, "slow-first", resync.FINISH_CLAIM_STALE_S)
     job = resync.finish_job(ctx, job_id, owner="reaper")  # claim held: returns without closing
     assert job.state == "finishing"
     job = resync.finish_job(ctx, job_id, owner="slow-first")
     assert job.state == "done"
     assert resync.finish_job(ctx, job_id, owner="reaper").state == "done"
-    with ctx.control.connect() as conn:
-        runs = conn.execute(sa.select(sa.func.count()).select_from(sync_runs).where(
-            sync_runs.c.job_id == job_id)).scalar_one()
-        closed = conn.execute(sa.select(sa.func.count()).select_from(job_events).where(
-            job_events.c.job_id == job_id, job_events.c.message.like("resync done%"))).scalar_one()
-    assert (runs, closed) == (1, 1)  # the close, its run and its event commit together, once
+    assert _close_records(ctx, job_id) == (1, 1)  # the close, its run and its event commit together, once
 
 
 def test_a_finisher_that_loses_its_claim_while_closing_writes_nothing(sqlite_db, make_ctx, make_venue, monkeypatch):
     """The claim taken over (as stale) between the finisher's check and its close: no state, run or event."""
     from cloudsync.control import jobs as jobrepo
-    from cloudsync.control.schema import job_events, sync_runs
 
-    ctx = make_ctx(cloud_url=sqlite_db(), chunk_rows=500)
-    make_venue(ctx, sqlite_db(), rows=1000)
-    job_id = resync.request_full_resync(ctx, "v1")
-    for chunk_id in resync.plan_job(ctx, job_id):
-        resync.run_chunk(ctx, job_id, chunk_id, owner="w")
+    ctx, job_id = _copied_job(sqlite_db, make_ctx, make_venue)
     original = resync.resume_after_resync
 
     def taken_over(*args, **kwargs):
@@ -167,12 +174,7 @@ def test_a_finisher_that_loses_its_claim_while_closing_writes_nothing(sqlite_db,
 
     monkeypatch.setattr(resync, "resume_after_resync", taken_over)
     assert resync.finish_job(ctx, job_id, owner="slow").state == "finishing"
-    with ctx.control.connect() as conn:
-        runs = conn.execute(sa.select(sa.func.count()).select_from(sync_runs).where(
-            sync_runs.c.job_id == job_id)).scalar_one()
-        closed = conn.execute(sa.select(sa.func.count()).select_from(job_events).where(
-            job_events.c.job_id == job_id, job_events.c.message.like("resync done%"))).scalar_one()
-    assert (runs, closed) == (0, 0)
+    assert _close_records(ctx, job_id) == (0, 0)
     monkeypatch.setattr(resync, "resume_after_resync", original)
     assert resync.finish_job(ctx, job_id, owner="reaper").state == "done"
 
