@@ -200,11 +200,9 @@ def _relaxed(conn: sa.Connection) -> None:
 def _lease_write(bind: Engine | Connection) -> Iterator[Connection]:
     """A transaction for a lease or checkpoint write on an engine (`_relaxed`), or a chunk's own session
     as it is (`cloudsync.control.store.chunk_session`: autocommit, already relaxed)."""
-    if isinstance(bind, Connection):
-        yield bind
-        return
-    with bind.begin() as conn:
-        _relaxed(conn)
+    with writing(bind) as conn:
+        if conn is not bind:
+            _relaxed(conn)
         yield conn
 
 
