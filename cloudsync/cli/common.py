@@ -88,6 +88,8 @@ def state_text(state: str) -> str:
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: the longest duration taken: a hundred years (a period reaching back before year 1 cannot be a date)
+MAX_DURATION_S = 100 * 365 * 86400
 
 
 def parse_duration_s(text: str) -> float:
@@ -95,7 +97,10 @@ def parse_duration_s(text: str) -> float:
     m = _DURATION.match(text or "")
     if not m:
         raise CliError(f"bad duration {text!r}: use a number with s, m, h, d or w (e.g. 2h)")
-    return float(m.group(1)) * _UNIT_S[(m.group(2) or "s").lower()]
+    seconds = float(m.group(1)) * _UNIT_S[(m.group(2) or "s").lower()]
+    if seconds > MAX_DURATION_S:
+        raise CliError(f"bad duration {text!r}: at most 100 years")
+    return seconds
 
 
 class Duration(click.ParamType):
@@ -104,10 +109,10 @@ class Duration(click.ParamType):
     def convert(self, value: Any, param: Any, ctx: Any) -> dt.timedelta:
         if isinstance(value, dt.timedelta):
             return value
-        m = _DURATION.match(str(value))
-        if not m:
-            self.fail(f"bad duration {value!r}: use a number with s, m, h, d or w (e.g. 2h)", param, ctx)
-        return dt.timedelta(seconds=float(m.group(1)) * _UNIT_S[(m.group(2) or "s").lower()])
+        try:
+            return dt.timedelta(seconds=parse_duration_s(str(value)))
+        except CliError as err:
+            self.fail(err.format_message(), param, ctx)
 
 
 def human_s(seconds: float | None) -> str:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from cloudsync.cli.common import CliError, Duration, parse_duration_s
+from cloudsync.cli.common import MAX_DURATION_S, CliError, Duration, parse_duration_s
 from cloudsync.dsn import mask_dsn, parse_dsn
 from cloudsync.errors import BadDSN
 from cloudsync.keys import decode_key, encode_key, format_key, in_range
@@ -43,6 +43,12 @@ def test_durations_read_as_number_times_unit(whole, frac, unit, upper, pad):
     number = f"{whole}.{frac}" if frac else str(whole)
     text = f"{pad}{number}{pad}{unit.upper() if upper else unit}{pad}"
     expected = float(number) * UNITS[unit]
+    if expected > MAX_DURATION_S:  # a period no date can reach back through: one clear line
+        with pytest.raises(CliError, match="at most 100 years"):
+            parse_duration_s(text)
+        with pytest.raises(click.BadParameter, match="at most 100 years"):
+            Duration().convert(text, None, None)
+        return
     assert parse_duration_s(text) == pytest.approx(expected)
     assert Duration().convert(text, None, None) == dt.timedelta(seconds=expected)
 
@@ -54,6 +60,8 @@ def test_durations_read_as_number_times_unit(whole, frac, unit, upper, pad):
 @example("1.5.2h")
 @example("2 hours")
 @example("1e3s")
+@example("86400000000000")  # beyond what a timedelta holds: one clear line, not an OverflowError
+@example("9" * 30 + "w")
 def test_any_duration_text_is_a_value_or_one_clear_error(text):
     try:
         seconds = parse_duration_s(text)
