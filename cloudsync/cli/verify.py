@@ -18,6 +18,7 @@ from cloudsync.cli.auth import current_staff, require
 from cloudsync.cli.common import CliError, confirm_or_abort, engine_ctx, human_s, state_text
 from cloudsync.cli.follow import follow_job, summary
 from cloudsync.context import Context
+from cloudsync.job_watch import wait_for_job
 from cloudsync.verify.compare import Progress, VerifyReport, record_verify, verify_venue
 from cloudsync.verify.repair import start_repair, verify_after_repair
 
@@ -115,7 +116,7 @@ def verify_command(venue_id: str, tables: tuple[str, ...], repair: bool, as_json
         assert started is not None
         if not as_json:
             click.secho(f"job {started.job_id} queued: repair of {len(report.diffs)} range(s)", fg="green")
-        job = follow_job(ctx, started.job_id) if not as_json else _wait_quietly(ctx, started.job_id)
+        job = follow_job(ctx, started.job_id) if not as_json else wait_for_job(ctx, started.job_id)
         out["job"] = {"id": job.id, "state": job.state, "rows": job.rows_done, "error": job.error,
                       "elapsed_s": round(job.elapsed_s, 3)}
         if not as_json:
@@ -138,12 +139,6 @@ def verify_command(venue_id: str, tables: tuple[str, ...], repair: bool, as_json
 def _run_verify_after(ctx: Context, job_id: int, quiet: bool, whole_tables: bool) -> VerifyReport:
     with _progress_bar(f"verify job {job_id}", quiet) as progress:
         return verify_after_repair(ctx, job_id, progress=progress, whole_tables=whole_tables)
-
-
-def _wait_quietly(ctx: Context, job_id: int) -> Any:
-    from cloudsync.job_watch import wait_for_job
-
-    return wait_for_job(ctx, job_id)
 
 
 def register(root: click.Group) -> None:

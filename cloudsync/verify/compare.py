@@ -301,7 +301,8 @@ def verify_table(ctx: Context, venue: Venue, name: str, *, chunk_rows: int | Non
             pairs = list(ranges)  # key index, else each summed on its own, several at once
             if src.by_index and dst.by_index:
                 report.queries += 2
-                sums = list(zip(*work.both(lambda: src.sums_of(pairs), lambda: dst.sums_of(pairs)), strict=True))
+                sums = list(zip(*work.both(lambda: src.sums_by_index(pairs), lambda: dst.sums_by_index(pairs)),
+                                 strict=True))
             else:
                 sums = list(narrowing.map(lambda r: work.sums(r[0], r[1], [])[0], pairs))
         else:

@@ -544,7 +544,7 @@ class RangeSide:
         if self._digest is None or self._hasher is None:
             return [self.range_sum(a, b) for a, b in zip(edges, edges[1:], strict=False)]
         if self.by_index:
-            return self._sums_by_index(list(zip(edges, edges[1:], strict=False)))
+            return self.sums_by_index(list(zip(edges, edges[1:], strict=False)))
         if isinstance(cuts, EvenCuts) and self.integer_key:
             bucket = cuts.bucket(self.key_columns[0], self.engine.dialect.name)
         else:
@@ -568,16 +568,10 @@ class RangeSide:
                 found[int(bucket)] = RangeSum(int(count), int(total or 0) % MOD_64)
         return [found.get(i, RangeSum(0, 0)) for i in range(len(bounds) + 1)]
 
-    def sums_of(self, ranges: Sequence[tuple[Key | None, Key | None]]) -> list[RangeSum]:
-        """Checksums of the given ranges (not necessarily adjacent): one query where ranges are summed
-        through the key index, else a query per range."""
-        if self.by_index:
-            return self._sums_by_index(ranges)
-        return [self.range_sum(lo, hi) for lo, hi in ranges]
-
-    def _sums_by_index(self, pairs: Sequence[tuple[Key | None, Key | None]]) -> list[RangeSum]:
-        """PostgreSQL, a single integer key: each range (lo, hi] summed on its own, all in one query (a
-        lateral aggregate per range over an array of bounds), each read through the key index.
+    def sums_by_index(self, pairs: Sequence[tuple[Key | None, Key | None]]) -> list[RangeSum]:
+        """PostgreSQL, a single integer key (`by_index`): each range (lo, hi] summed on its own, all in one
+        query (a lateral aggregate per range over an array of bounds), each read through the key index.
+        The ranges need not be adjacent.
 
         About a fifth cheaper than grouping every row of the table by its range (no hash lookup of each
         row's range), and on a cloud table that many venues share it reads this venue's rows only.
@@ -620,7 +614,7 @@ class RangeSide:
 
     @property
     def by_index(self) -> bool:
-        """Ranges summed one by one through the key index (`_sums_by_index`): any run of them is a query
+        """Ranges summed one by one through the key index (`sums_by_index`): any run of them is a query
         that reads only its own keys."""
         return self._digest is not None and self.integer_key and self.engine.dialect.name == "postgresql"
 
