@@ -11,6 +11,7 @@ import os
 import sys
 
 from bench.fullsync import Options, main
+from cloudsync.processes import settle_heap
 
 RUNS = ("copy", "dlt", "cloudsync", "odbc")
 
@@ -40,4 +41,5 @@ def parse(argv: list[str]) -> Options:
 
 
 if __name__ == "__main__":
+    settle_heap()  # as every cloudsync process does once it has started
     sys.exit(main(parse(sys.argv[1:])))

@@ -37,6 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.fullsync import RESULTS_DIR, Cloudsync, Databases, Options, machine, spare_redis_db
+from cloudsync.processes import settle_heap
 from tests.helpers import create_ledger
 
 log = logging.getLogger("bench.verify_repair")
@@ -206,6 +207,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("cloudsync").setLevel(logging.WARNING)
     opts = Options(workers=a.workers, chunk_rows=a.chunk_rows, keep=a.keep)
+    settle_heap()  # as every cloudsync process does once it has started (`cloudsync verify` included)
     result = run(a.rows, opts, max(a.repeat, 1))
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "verify_repair.json").write_text(json.dumps(result, indent=2, default=str))

@@ -6,6 +6,7 @@ import os
 import random
 
 from cloudsync.context import Context
+from cloudsync.processes import settle_heap
 from worker.dispatch import CeleryDispatcher
 
 _ctx: dict[int, Context] = {}
@@ -16,6 +17,7 @@ def context() -> Context:
     pid = os.getpid()
     if pid not in _ctx:
         _ctx[pid] = Context.from_settings()
+        settle_heap()  # the engines and settings live as long as the process
     return _ctx[pid]
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 import worker.logging_setup  # noqa: F401  (connects the worker file-logging signals)
 from cloudsync.db import dispose_all
 from cloudsync.embedded import ensure_embedded_redis
+from cloudsync.processes import settle_heap
 from cloudsync.settings import Settings, load_settings
 from worker import broker_fixes
 from worker.config import celery_config
@@ -50,7 +51,14 @@ def client_app(settings: Settings) -> Celery:
     return client
 
 
+@worker_init.connect
+def _started(**_: object) -> None:
+    """The worker's main process, before it forks its pool: its start-up objects out of full collections."""
+    settle_heap()
+
+
 @worker_process_init.connect
 def _fresh_connections(**_: object) -> None:
     """A forked pool process must not share the parent's database sockets."""
     dispose_all()
+    settle_heap()

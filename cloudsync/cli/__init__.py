@@ -14,6 +14,7 @@ import sys
 import click
 
 from cloudsync.cli.common import SafeGroup, State
+from cloudsync.processes import settle_heap
 
 
 @click.group(cls=SafeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -43,6 +44,7 @@ _load_commands()
 
 
 def main() -> None:
+    settle_heap()
     try:
         cli.main(prog_name="cloudsync")
     except KeyboardInterrupt:

@@ -133,16 +133,21 @@ class PostgresReader(StreamingReader):
             with raw.cursor() as cur:  # type: ignore[union-attr]
                 cur.execute(_SESSION)
                 with cur.copy(copy_out, params) as copy:
-                    parts: list[bytes] = []
+                    # each row's message is copied into one buffer as it arrives: keeping the messages
+                    # (a memoryview each, which the garbage collector tracks) until the block is joined
+                    # made thousands of objects per block outlive a collection, and every few blocks the
+                    # collector then walked the whole process (~150,000 objects, 80-150 ms)
+                    block = bytearray()
                     rows = 0
                     for data in copy:  # one message per row
-                        parts.append(data)
+                        block += data
                         rows += 1
                         if rows >= batch_rows:
-                            yield CopyText(b"".join(parts), rows, columns)
-                            parts, rows = [], 0
+                            yield CopyText(bytes(block), rows, columns)
+                            block.clear()
+                            rows = 0
                     if rows:
-                        yield CopyText(b"".join(parts), rows, columns)
+                        yield CopyText(bytes(block), rows, columns)
         except psycopg.Error as err:  # as SQLAlchemy's wrapper, so `source_errors` tells transient from terminal
             raise driver_error(conn, compiled.string, err, psycopg.Error) from err
 

@@ -649,7 +649,7 @@ class RangeSide:
             *self.filters, sa.or_(*(keys.in_range(self.key_columns, lo, hi) for lo, hi in ranges)))
         with self._errors(), self.engine.connect() as conn:
             _plan_for_checksums(conn)
-            return {tuple(map(int, row[:n])): int(row[n]) % MOD_64 for row in conn.execute(stmt)}
+            return {tuple(map(int, row[:n])): int(row[n]) % MOD_64 for row in conn.execute(stmt).all()}
 
     def split_points(self, lo: Key | None, hi: Key | None, rows: int, parts: int) -> list[Key]:
         """Keys cutting the range's `rows` rows into about `parts` equal parts (index-only, in the database)."""
