@@ -22,8 +22,8 @@ Many ranges are summed in one query per side (`RangeSide.range_sums`): each row'
 binary search of CASE expressions over the boundaries (or arithmetically, `EvenCuts`), and rows are
 grouped by it. On PostgreSQL with a single integer key, each range is instead summed on its own through
 the key index (a lateral aggregate per range over an array of bounds, one query), and a PostgreSQL pair
-sums each column's hash separately and weights the sums in Python: the same checksum as summing the
-record hash of every row, without building a record per row.
+XORs each column's hashes separately (each row's seeded by its key) and weights the results in Python:
+no record built per row, and a 64-bit aggregate state instead of `sum`'s 128-bit one.
 """
 
 from __future__ import annotations
@@ -255,15 +255,18 @@ class PgNativeRowHash(RowHashSQL):
         return sa.func.hash_record_extended(sa.func.row(*pieces), sa.cast(key[0], sa.BigInteger))
 
     def column_hashes(self, cols: Sequence[sa.Column[Any]], key: Sequence[sa.Column[Any]]) -> Weighted | None:
-        """The row hash of `keyed_digest` as a weighted sum of per-column hashes, for summing per column.
+        """Each column's seeded hash with its weight, for a range checksum aggregated per column.
 
         `hash_record_extended(row(c1 … cn), seed)` is Σ 31**(n-i) × h_i(ci, seed) mod 2**64, h_i being the
-        extended hash function of ci's type (0 for NULL). Summing each column's hashes over a range and
-        weighting the sums afterwards gives the same checksum without building a record per row (about a
-        fifth of the cost of a checksum query). Each h_i is called directly where it takes the column's
-        value as SQL can pass it (the same function the record hash looks up, or one that hashes every
-        value alike), else through a one-column record, which is h_i exactly; bytea alone is hashed as
-        its hex text (the same on every server, like every other h_i). Single integer keys only (the
+        extended hash function of ci's type (0 for NULL). A range's checksum is Σ 31**(n-i) × x_i mod 2**64,
+        x_i being the XOR of column i's hashes over the range's rows: no record built per row (about a fifth
+        of the cost of a checksum query), and `bit_xor` keeps a plain 64-bit state where `sum` keeps a
+        128-bit one (another 6-7 %). Every row's hashes are seeded by its own key, so equal values in
+        different rows never cancel, and a changed value changes its column's x_i (the weights are odd,
+        so no x_i's change is lost in the weighted sum). Each h_i is called directly where it takes the
+        column's value as SQL can pass it (the same function the record hash looks up, or one that hashes
+        every value alike), else through a one-column record, which is h_i exactly; bytea alone is hashed
+        as its hex text (the same on every server, like every other h_i). Single integer keys only (the
         seed); None otherwise or for tables too wide for it to pay.
         """
         if len(key) != 1 or column_kind(key[0].type).kind != "int" or len(cols) > MAX_COLUMN_SUMS:
@@ -278,7 +281,7 @@ class PgNativeRowHash(RowHashSQL):
         return out
 
 
-#: more columns than this: one record hash per row (a sum per column would cost more than it saves)
+#: more columns than this: one record hash per row (an aggregate per column would cost more than it saves)
 MAX_COLUMN_SUMS = 32
 
 Weighted = list[tuple[int, ColumnElement[Any]]]
@@ -312,8 +315,8 @@ def _column_hash(col: sa.Column[Any], seed: ColumnElement[Any]) -> ColumnElement
     if kind == "uuid" and type(col_type).__name__.upper() == "UUID":
         return f.uuid_hash_extended(col, seed)
     if kind == "binary":  # bytea's own hash takes no SQL argument: its hex text's (a one-column record costs
-        # more); the cast is bytea's output in hex (`_plan_for_checksums` sets it), cheaper than encode()
-        return f.hashtextextended(sa.cast(col, sa.Text), seed)
+        # more); encode() makes the text in one step, where a cast to text also parses its output again
+        return f.hashtextextended(f.encode(col, sa.literal_column("'hex'")), seed)
     return f.hash_record_extended(f.row(col), seed)  # date, char(n), …: the record hash of one column
 
 
@@ -503,8 +506,8 @@ class RangeSide:
         self._hasher, self._digest = (hasher, digest) if digest is not None else (None, None)
         if self._hasher is None or self._digest is None:
             self._sums = []
-        elif columns is not None:  # a range's checksum: Σ weight × (sum of the column's hashes)
-            self._sums = [(weight, sa.func.sum(h)) for weight, h in columns]
+        elif columns is not None:  # a range's checksum: Σ weight × (XOR of the column's hashes)
+            self._sums = [(weight, sa.func.bit_xor(h)) for weight, h in columns]
         else:
             self._sums = [(1, self._hasher.total(self._digest))]
 
