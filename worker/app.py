@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready
 
 import worker.logging_setup  # noqa: F401  (connects the worker file-logging signals)
 from cloudsync.db import dispose_all
@@ -54,6 +54,12 @@ def client_app(settings: Settings) -> Celery:
 @worker_init.connect
 def _started(**_: object) -> None:
     """The worker's main process, before it forks its pool: its start-up objects out of full collections."""
+    settle_heap()
+
+
+@worker_ready.connect
+def _ready(**_: object) -> None:
+    """Again once its consumer is built (connections, queues, event dispatcher: created after the fork)."""
     settle_heap()
 
 
