@@ -59,7 +59,7 @@ def _started(**_: object) -> None:
 
 @worker_ready.connect
 def _ready(**_: object) -> None:
-    """Again once its consumer is built (connections, queues, event dispatcher: created after the fork)."""
+    """Again once its consumer is built (broker connection, queues, event dispatcher: after `worker_init`)."""
     settle_heap()
 
 
