@@ -462,7 +462,7 @@ def _plan_for_checksums(conn: sa.Connection, grouped: bool = False, by_index: bo
     """
     if conn.dialect.name != "postgresql":
         return
-    settings = {"jit": "off", "bytea_output": "hex"}
+    settings = {"jit": "off"}
     if grouped or by_index:
         settings.update(enable_sort="off", max_parallel_workers_per_gather="0")
     if by_index:  # a bitmap scan of the range's index entries reads each heap page once, in page order:
@@ -637,7 +637,7 @@ class RangeSide:
         stmt = sa.select(*self.key_columns, self._digest).where(self._where(lo, hi))
         with self._errors(), self.engine.connect() as conn:
             _plan_for_checksums(conn)
-            for row in conn.execute(stmt):
+            for row in conn.execute(stmt).all():
                 out[tuple(normalise(v) for v in row[:-1])] = int(row[-1]) % MOD_64
         return out
 
