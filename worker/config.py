@@ -49,6 +49,9 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         "task_routes": ROUTES,
         "result_expires": 7 * 86400,
         "worker_hijack_root_logger": False,
-        "worker_max_tasks_per_child": 500,
+        # a pool process is replaced only if it grows (a leak: reads stream, a worker stays under 300 MB).
+        # Not after a count of tasks: every throttled chunk's retry is a task, and under a trading-hours
+        # rate limit a pool process reached 500 within seconds; its replacement stalled the worker 2-3 s
+        "worker_max_memory_per_child": 1024 * 1024,  # KiB
         "enable_utc": True,
     }
