@@ -6,7 +6,7 @@ from typing import Any
 
 from cloudsync.access.grants import job_grant
 from cloudsync.context import Context
-from cloudsync.control.jobs import Job, get_chunks, get_job
+from cloudsync.control.jobs import Job, get_chunks, get_job, job_or_read
 from cloudsync.keys import encode_key
 from worker.app import client_app
 
@@ -28,7 +28,7 @@ class CeleryDispatcher:
                 "grant": grant})
 
     def finish_job(self, job_id: int, job: Job | None = None) -> None:
-        job = job if job is not None and job.id == job_id else get_job(self.ctx.control, job_id)
+        job = job_or_read(self.ctx.control, job_id, job)
         self._send("cloudsync.resync.finish", [job_id], {"venue": job.venue_id, "grant": self.grant(job_id, job)})
 
     def _send(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> None:

@@ -132,8 +132,7 @@ def job_action(kind: str) -> str:
 def issue_job_grant(settings: Settings, control: Engine, job_id: int, ttl_s: int = GRANT_TTL_S,
                     job: jobrepo.Job | None = None) -> str:
     """Sign a grant for the job as its requester and store it on the job row (`job`: as just read)."""
-    if job is None or job.id != job_id:
-        job = jobrepo.get_job(control, job_id)
+    job = jobrepo.job_or_read(control, job_id, job)
     claims = Claims(job.id, job.venue_id, job_action(job.kind), job.requested_by or SYSTEM_STAFF,
                     int(time.time()) + ttl_s)
     token = sign(server_secret(settings), claims)
@@ -147,8 +146,7 @@ def job_grant(settings: Settings, control: Engine, job_id: int, job: jobrepo.Job
 
     `job`: the job as the caller just read it, if it did.
     """
-    if job is None or job.id != job_id:
-        job = jobrepo.get_job(control, job_id)
+    job = jobrepo.job_or_read(control, job_id, job)
     if job.grant:
         try:
             verify(server_secret(settings), job.grant, job=job.id, venue=job.venue_id, action=job_action(job.kind),

@@ -131,6 +131,11 @@ def get_job(control: Bind, job_id: int) -> Job:
     return Job.from_row(row)
 
 
+def job_or_read(control: Bind, job_id: int, job: Job | None = None) -> Job:
+    """`job` when it is this job as the caller just read it, else the job as it is now."""
+    return job if job is not None and job.id == job_id else get_job(control, job_id)
+
+
 def list_jobs(control: Engine, venue_id: str | None = None, active_only: bool = False, limit: int = 50) -> list[Job]:
     stmt = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
     if venue_id:
