@@ -54,11 +54,16 @@ class Settings:
     dispatch_interval_ms: int = field(
         default=1000, metadata=_doc("How often beat's dispatcher looks for venues due an incremental sync.")
     )
+    reindex_check_ms: int = field(
+        default=1000, metadata=_doc("A venue database found free of index maintenance is not asked again for "
+                                    "this long: one look serves every chunk of the venue on every worker "
+                                    "(0: each chunk asks).")
+    )
 
     def __post_init__(self) -> None:
         for name, minimum in (("chunk_rows", 1), ("read_batch_rows", 1), ("worker_concurrency", 1),
                               ("max_deliveries", 1), ("chunk_lease_s", 5), ("visibility_timeout_s", 60),
-                              ("dispatch_interval_ms", 50)):
+                              ("dispatch_interval_ms", 50), ("reindex_check_ms", 0)):
             if getattr(self, name) < minimum:
                 raise ConfigError(env_name(name), f"must be at least {minimum}, got {getattr(self, name)}")
         if self.retry_countdown_max_s * 2 >= self.visibility_timeout_s:

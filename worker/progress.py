@@ -1,7 +1,12 @@
 """Progress of a running task, as Flower sees it: a custom `task-progress` event (state PROGRESS)
-and the same fields in the result backend, at most every half second.
+carrying the fields and a readable line, at most every half second.
 
-Progress is best-effort: a broker or backend outage must never fail the chunk that reports it.
+Only the event: Flower's state comes from events, and a chunk stores no result (`ignore_result`), so
+a PROGRESS written to the result backend was never replaced by the task's end and read, days later,
+as still running; it also cost two more Redis round trips a report (the backend reads the stored
+state before each write).
+
+Progress is best-effort: a broker outage must never fail the chunk that reports it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ def reporter(task: Task) -> Callable[[dict[str, Any]], None]:
             return
         last[0] = now
         try:
-            task.update_state(state="PROGRESS", meta=meta)
             # Flower lists only standard task fields: `result` carries a readable line while the task runs
             task.send_event("task-progress", result=progress_text(meta), **meta)
         except Exception as err:  # noqa: BLE001 - progress must not break the work it reports on

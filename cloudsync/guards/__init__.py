@@ -3,7 +3,9 @@
     resync_request  before a job exists: refuse during maintenance or re-indexing, refuse in trading
                     hours without the override, and take the venue's lease (one resync per venue)
     chunk_guard     before each chunk: renew the lease (a stale holder is refused), wait while the
-                    venue is under maintenance (the job shows paused), and keep to the venue's limits
+                    venue is under maintenance (the job shows paused), and keep to the venue's limits;
+                    the venue database's answer "no index maintenance" is shared by its chunks for
+                    `reindex_check_ms` (fetched with the lease's heartbeat: one Redis round trip)
     trading_now     whether a venue trades at an instant (the scheduler asks too)
     throttle        spend rows of the venue's budget, for other sync work (incremental batches)
     maintenance_active  why the venue database must be left alone now, or None
@@ -169,9 +171,10 @@ def chunk_guard(ctx: Context, run: ChunkRun, at: dt.datetime | None = None) -> I
         return
     client = guard_redis(ctx)
     try:
-        if client is not None:
-            lease.heartbeat(client, venue.id, job.id, job.fence_token, chunk.id)
-        reason = _window_reason(run.window) if run.window else maintenance_active(ctx, venue, window_checked=True)
+        seen = None
+        if client is not None:  # the venue's shared look at its database comes with the heartbeat
+            seen = lease.heartbeat(client, venue.id, job.id, job.fence_token, chunk.id, also_get=_seen_key(venue.id))
+        reason = _window_reason(run.window) if run.window else _reindexing(ctx, venue, client, seen)
         if reason:
             if jobrepo.set_job(ctx.control, job.id, ("running",), state="paused", pause_reason=reason):
                 jobrepo.log_event(ctx.control, venue.id, f"paused: {reason}", job_id=job.id, chunk_id=chunk.id)
@@ -203,6 +206,30 @@ def chunk_guard(ctx: Context, run: ChunkRun, at: dt.datetime | None = None) -> I
                 ratelimit.release_slot(client, venue.id, slot)
     except redis.RedisError as err:
         raise Paused(venue.id, f"Redis unavailable: {err}", MAINTENANCE_RECHECK_S) from err
+
+
+def _seen_key(venue_id: str) -> str:
+    return f"cloudsync:reindex-free:{venue_id}"
+
+
+def _reindexing(ctx: Context, venue: Venue, client: redis.Redis | None, seen: bytes | None) -> str | None:
+    """Why a chunk must wait for the venue database's index maintenance, or None.
+
+    One look serves every chunk of the venue on every worker for `reindex_check_ms`, but only a look that
+    found nothing: the venue database (a POS back office, trading) is asked about once a second instead of
+    before every chunk, and maintenance that starts is seen within that second. Maintenance found is never
+    shared: every chunk looks for itself until it has ended, so the job resumes at its first chunk after.
+    """
+    if seen is not None:
+        return None
+    reason = maintenance_active(ctx, venue, window_checked=True)
+    fresh_ms = ctx.settings.reindex_check_ms
+    if client is not None and fresh_ms:
+        if reason:
+            client.delete(_seen_key(venue.id))
+        else:
+            client.set(_seen_key(venue.id), b"1", px=fresh_ms)
+    return reason
 
 
 def throttle(ctx: Context, venue_id: str, rows: int, at: dt.datetime | None = None) -> None:

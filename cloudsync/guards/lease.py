@@ -30,24 +30,26 @@ log = logging.getLogger(__name__)
 LEASE_TTL_S = 600  # longer than a chunk normally takes; renewed by every chunk of the job
 PENDING_WAIT_S = 10.0  # how long a loser waits to learn the winner's job id
 
-# KEYS[1] lease; ARGV: job id, token, ttl ms.  Returns {status, current value}:
+# KEYS[1] lease, KEYS[2] a key read in the same round trip; ARGV: job id, token, ttl ms.
+# Returns {status, current value, KEYS[2]'s value}:
 #   1 renewed or taken, 0 another holder (current value), -1 this job with a newer token (we are stale)
 _HEARTBEAT = """
+local seen = redis.call('GET', KEYS[2])
 local cur = redis.call('GET', KEYS[1])
 local mine = ARGV[1] .. ':' .. ARGV[2]
 if cur == false or cur == mine then
   redis.call('SET', KEYS[1], mine, 'PX', ARGV[3])
-  return {1, mine}
+  return {1, mine, seen}
 end
 local job, token = string.match(cur, '^(%d+):(%d+)$')
 if job == ARGV[1] then
   if tonumber(token) > tonumber(ARGV[2]) then
-    return {-1, cur}
+    return {-1, cur, seen}
   end
   redis.call('SET', KEYS[1], mine, 'PX', ARGV[3])
-  return {1, mine}
+  return {1, mine, seen}
 end
-return {0, cur}
+return {0, cur, seen}
 """
 
 # KEYS[1] lease; ARGV: expected value, new value, ttl ms.  Replaces the value only if it is the expected one.
@@ -131,15 +133,20 @@ def abandon(client: redis.Redis, held: Claim) -> None:
 
 
 def heartbeat(client: redis.Redis, venue_id: str, job_id: int, token: int, chunk_id: int = -1,
-              ttl_s: float = LEASE_TTL_S) -> None:
-    """Renew (or re-take after expiry) the job's lease; StaleFence when someone newer holds the venue."""
-    status, current = client.eval(_HEARTBEAT, 1, lease_key(venue_id), str(job_id), str(token),
-                                  str(int(ttl_s * 1000)))
+              ttl_s: float = LEASE_TTL_S, also_get: str | None = None) -> bytes | None:
+    """Renew (or re-take after expiry) the job's lease; StaleFence when someone newer holds the venue.
+
+    Returns the value of the key `also_get`, read in the same round trip (None if unset or not asked).
+    """
+    reply = client.eval(_HEARTBEAT, 2, lease_key(venue_id), also_get or lease_key(venue_id), str(job_id),
+                        str(token), str(int(ttl_s * 1000)))
+    status, current = reply[0], reply[1]
+    seen = reply[2] if also_get and len(reply) > 2 else None
     if int(status) == 1:
-        return
+        return seen
     value = current.decode() if isinstance(current, bytes) else str(current)
     if value.startswith("pending:"):
-        return  # a request is checking the venue; the control database will refuse its job
+        return seen  # a request is checking the venue; the control database will refuse its job
     other_job, _, other_token = value.partition(":")
     log.warning("venue=%s job=%s chunk=%s lease held by %s: write refused", venue_id, job_id, chunk_id, value)
     raise StaleFence(job_id, chunk_id, token, int(other_token) if int(other_job) == job_id else -1)

@@ -1,7 +1,9 @@
 """The re-indexing guard: is the venue database under index maintenance, or inside a declared window?
 
 A resync reading a venue while its indexes are rebuilt slows the rebuild and the venue's trading, and
-may block on its locks. So before a resync starts and before each chunk, the venue database is asked:
+may block on its locks. So before a resync starts and before each chunk, the venue database is asked
+(a chunk takes another chunk's answer that found nothing, if it is younger than `reindex_check_ms`:
+`cloudsync.guards._reindexing`):
 
 - PostgreSQL: `pg_stat_progress_create_index` (CREATE INDEX, REINDEX), `pg_stat_progress_cluster`
   (CLUSTER, VACUUM FULL) and, for commands still waiting for their locks, `pg_stat_activity`;

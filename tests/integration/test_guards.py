@@ -165,6 +165,75 @@ def test_create_index_and_declared_windows_hold_chunks_inline(redis_url, pg_db, 
     target_equals_source(ctx, "v1")
 
 
+def test_one_look_at_the_venue_database_serves_its_chunks_for_a_second(
+        redis_url, pg_db, sqlite_db, make_ctx, make_venue, monkeypatch):
+    """A look that found no index maintenance is shared through Redis for `reindex_check_ms`; one that
+    found some is not: every chunk then looks for itself, and sees the maintenance end at once."""
+    src = pg_db()
+    ctx = make_ctx(cloud_url=sqlite_db(), redis_url=redis_url, chunk_rows=300, reindex_check_ms=3000)
+    make_venue(ctx, src, rows=1500)
+    looks: list[str | None] = []
+    real = guards.index_maintenance
+
+    def looked(venue_id: str, dsn: str) -> str | None:  # the real query, counted
+        looks.append(found := real(venue_id, dsn))
+        return found
+
+    monkeypatch.setattr(guards, "index_maintenance", looked)
+    job_id = resync.request_full_resync(ctx, "v1")
+    chunk_ids = resync.plan_job(ctx, job_id)
+    looks.clear()  # the request's own check looks every time
+    client = redis.Redis.from_url(redis_url)
+    shared = "cloudsync:reindex-free:v1"
+
+    assert resync.run_chunk(ctx, job_id, chunk_ids[0], owner="inline").ran
+    assert resync.run_chunk(ctx, job_id, chunk_ids[1], owner="inline").ran
+    assert looks == [None]  # the second chunk took the first one's look
+    assert 0 < client.pttl(shared) <= 3000
+
+    blocker = engine_for(src).connect()
+    blocker.execute(sa.text("LOCK TABLE products IN ROW EXCLUSIVE MODE"))
+    thread = threading.Thread(target=lambda: _autocommit(src, "CREATE INDEX ix_seen_test ON products (name)"),
+                              daemon=True)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not guards.maintenance_active(ctx, "v1"):
+            assert time.monotonic() < deadline, "CREATE INDEX never showed as index maintenance"
+            time.sleep(0.05)
+        while client.exists(shared):  # the shared look expires by itself
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        looks.clear()  # the test's own looks above
+        for chunk_id in chunk_ids[2:4]:  # each chunk looks for itself while maintenance is found
+            with pytest.raises(Paused, match="CREATE INDEX"):
+                resync.run_chunk(ctx, job_id, chunk_id, owner="inline")
+        assert len(looks) == 2 and all("CREATE INDEX" in (found or "") for found in looks)
+        assert not client.exists(shared)
+    finally:
+        blocker.rollback()
+        blocker.close()
+        thread.join(30)
+    looks.clear()
+    for chunk_id in chunk_ids[2:]:  # the first chunk after the maintenance runs: no stale finding kept it
+        assert resync.run_chunk(ctx, job_id, chunk_id, owner="inline").ran
+    assert looks[0] is None and all(found is None for found in looks) and len(looks) < len(chunk_ids) - 2
+    job = resync.finish_job(ctx, job_id)
+    assert job.state == "done" and job.verification["match"]
+
+    # reindex_check_ms = 0: every chunk looks, nothing is shared
+    quick = make_ctx(cloud_url=sqlite_db(), redis_url=redis_url, chunk_rows=300, reindex_check_ms=0)
+    make_venue(quick, pg_db(), rows=900, venue_id="v2")
+    job_id = resync.request_full_resync(quick, "v2")
+    chunk_ids = resync.plan_job(quick, job_id)
+    looks.clear()
+    for chunk_id in chunk_ids:
+        assert resync.run_chunk(quick, job_id, chunk_id, owner="inline").ran
+    assert len(looks) == len(chunk_ids) >= 3
+    assert not client.exists("cloudsync:reindex-free:v2")
+    client.close()
+
+
 def _autocommit(dsn: str, sql: str) -> None:
     engine = sa.create_engine(dsn, isolation_level="AUTOCOMMIT")
     try:
