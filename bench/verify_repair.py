@@ -108,7 +108,7 @@ def verify_and_repair(cs: Cloudsync) -> dict[str, Any]:
     t = report.tables[0]
     return {"wall_s": total_s, "verify_s": verify_s, "repair_job_s": repair_s, "verify_again_s": after.elapsed_s,
             "repair_steps": repair_steps(cs, job.id, dispatched_s),
-            "ranges_compared": t.ranges, "checksum_queries": t.queries, "method": t.method,
+            "ranges_compared": t.ranges, "checksum_queries": t.queries, "method": t.method, "scan_s": t.scan_s,
             "differing_ranges": len(report.diffs), "rows_repaired": job.rows_done, "repair_job": job.id,
             "missing": sum(d.missing for d in report.diffs), "extra": sum(d.extra for d in report.diffs),
             "different": sum(d.different for d in report.diffs)}
@@ -188,6 +188,8 @@ def report(result: dict[str, Any]) -> str:
         f"{vr['ranges_compared']} ranges, {vr['checksum_queries']} checksum queries [{vr['method']}]; repair job "
         f"{vr['repair_job_s']:.2f} s for {vr['differing_ranges']} ranges / {vr['rows_repaired']} rows; "
         f"verify again {vr['verify_again_s']:.2f} s)",
+        f"  of which the top-level pass (every row hashed in both databases, nothing narrowed or repaired yet) "
+        f"{vr['scan_s']:.2f} s = {vr['scan_s'] / result['full_resync_s']:.1%} of the full resync",
         f"  repair job steps: {', '.join(f'{k} {v:.3f}' for k, v in vr['repair_steps'].items())}",
         f"  found: {vr['missing']} missing, {vr['extra']} extra, {vr['different']} different rows",
         f"  ratio verify+repair / full resync = {result['ratio']:.1%}  (vs empty-cloud resync "

@@ -94,6 +94,7 @@ class TableReport:
     queries: int = 0  # range checksums computed (both sides together)
     method: str = ""  # how each side hashed: "sql/sql", "sql/python", …
     elapsed_s: float = 0.0
+    scan_s: float = 0.0  # of which the top-level pass: every row of the table hashed on both sides
     diffs: list[RangeDiff] = field(default_factory=list)
 
     @property
@@ -103,7 +104,7 @@ class TableReport:
     def as_dict(self) -> dict[str, Any]:
         return {"table": self.table, "source_rows": self.source_rows, "target_rows": self.target_rows,
                 "ranges": self.ranges, "queries": self.queries, "method": self.method,
-                "elapsed_s": round(self.elapsed_s, 3), "drift": self.drift,
+                "elapsed_s": round(self.elapsed_s, 3), "scan_s": round(self.scan_s, 3), "drift": self.drift,
                 "missing": sum(d.missing for d in self.diffs), "extra": sum(d.extra for d in self.diffs),
                 "different": sum(d.different for d in self.diffs),
                 "diffs": [d.as_dict() for d in self.diffs]}
@@ -320,7 +321,9 @@ def verify_table(ctx: Context, venue: Venue, name: str, *, chunk_rows: int | Non
                 cuts = bounds[step - 1::step]  # every step-th bound: at most `most` of them
             edges: list[Key | None] = [None, *(cuts.bounds if isinstance(cuts, EvenCuts) else cuts), None]
             pairs = list(zip(edges, edges[1:], strict=False))
+            scanning = time.monotonic()
             sums = work.top_sums(cuts, narrowing)
+            report.scan_s = time.monotonic() - scanning
         report.ranges = len(pairs)
         report.source_rows = sum(s.rows for s, _ in sums)
         report.target_rows = sum(t.rows for _, t in sums)
