@@ -3,6 +3,7 @@ processes, one resync per venue under 20 simultaneous CLI calls, trading hours a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -130,26 +132,13 @@ def test_create_index_and_declared_windows_hold_chunks_inline(redis_url, pg_db, 
     make_venue(ctx, src, rows=1500)
     job_id = resync.request_full_resync(ctx, "v1")
     chunk_ids = resync.plan_job(ctx, job_id)
-    blocker = engine_for(src).connect()
-    blocker.execute(sa.text("LOCK TABLE products IN ROW EXCLUSIVE MODE"))
-    thread = threading.Thread(target=lambda: _autocommit(src, "CREATE INDEX ix_guard_test ON products (name)"),
-                              daemon=True)
-    try:
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not guards.maintenance_active(ctx, "v1"):
-            assert time.monotonic() < deadline, "CREATE INDEX never showed as index maintenance"
-            time.sleep(0.1)
+    with _create_index_waiting(ctx, src, "ix_guard_test"):
         with pytest.raises(Paused) as paused:
             resync.run_chunk(ctx, job_id, chunk_ids[0], owner="inline")
         assert paused.value.countdown_s <= 10
         job = jobrepo.get_job(ctx.control, job_id)
         assert job.state == "paused" and "CREATE INDEX" in job.pause_reason
         assert jobrepo.get_chunk(ctx.control, chunk_ids[0]).deliveries == 0  # waiting spends no delivery
-    finally:
-        blocker.rollback()
-        blocker.close()
-        thread.join(30)
 
     window = rules.start_maintenance(ctx.control, "v1", "weekly rebuild", by="dba")
     assert guards.maintenance_active(ctx, "v1").startswith("maintenance window: weekly rebuild")
@@ -191,16 +180,8 @@ def test_one_look_at_the_venue_database_serves_its_chunks_for_a_second(
     assert looks == [None]  # the second chunk took the first one's look
     assert 0 < client.pttl(shared) <= 3000
 
-    blocker = engine_for(src).connect()
-    blocker.execute(sa.text("LOCK TABLE products IN ROW EXCLUSIVE MODE"))
-    thread = threading.Thread(target=lambda: _autocommit(src, "CREATE INDEX ix_seen_test ON products (name)"),
-                              daemon=True)
-    try:
-        thread.start()
+    with _create_index_waiting(ctx, src, "ix_seen_test"):
         deadline = time.monotonic() + 20
-        while not guards.maintenance_active(ctx, "v1"):
-            assert time.monotonic() < deadline, "CREATE INDEX never showed as index maintenance"
-            time.sleep(0.05)
         while client.exists(shared):  # the shared look expires by itself
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -210,10 +191,6 @@ def test_one_look_at_the_venue_database_serves_its_chunks_for_a_second(
                 resync.run_chunk(ctx, job_id, chunk_id, owner="inline")
         assert len(looks) == 2 and all("CREATE INDEX" in (found or "") for found in looks)
         assert not client.exists(shared)
-    finally:
-        blocker.rollback()
-        blocker.close()
-        thread.join(30)
     looks.clear()
     for chunk_id in chunk_ids[2:]:  # the first chunk after the maintenance runs: no stale finding kept it
         assert resync.run_chunk(ctx, job_id, chunk_id, owner="inline").ran
@@ -232,6 +209,27 @@ def test_one_look_at_the_venue_database_serves_its_chunks_for_a_second(
     assert len(looks) == len(chunk_ids) >= 3
     assert not client.exists("cloudsync:reindex-free:v2")
     client.close()
+
+
+@contextlib.contextmanager
+def _create_index_waiting(ctx, src: str, index: str) -> Iterator[None]:
+    """A CREATE INDEX on the venue's products that stays running (it waits behind a transaction holding a
+    conflicting lock) until the block ends; entered once the venue shows it as index maintenance."""
+    blocker = engine_for(src).connect()
+    blocker.execute(sa.text("LOCK TABLE products IN ROW EXCLUSIVE MODE"))
+    thread = threading.Thread(target=lambda: _autocommit(src, f"CREATE INDEX {index} ON products (name)"),
+                              daemon=True)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not guards.maintenance_active(ctx, "v1"):
+            assert time.monotonic() < deadline, "CREATE INDEX never showed as index maintenance"
+            time.sleep(0.05)
+        yield
+    finally:
+        blocker.rollback()
+        blocker.close()
+        thread.join(30)
 
 
 def _autocommit(dsn: str, sql: str) -> None:
