@@ -173,7 +173,7 @@ def chunk_guard(ctx: Context, run: ChunkRun, at: dt.datetime | None = None) -> I
     try:
         seen = None
         if client is not None:  # the venue's shared look at its database comes with the heartbeat
-            seen = lease.heartbeat(client, venue.id, job.id, job.fence_token, chunk.id, also_get=_seen_key(venue.id))
+            seen = lease.heartbeat(client, venue.id, job.id, job.fence_token, chunk.id, _seen_key(venue.id))
         reason = _window_reason(run.window) if run.window else _reindexing(ctx, venue, client, seen)
         if reason:
             if jobrepo.set_job(ctx.control, job.id, ("running",), state="paused", pause_reason=reason):

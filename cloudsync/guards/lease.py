@@ -132,16 +132,14 @@ def abandon(client: redis.Redis, held: Claim) -> None:
     client.eval(_RELEASE, 1, lease_key(held.venue_id), held.marker)
 
 
-def heartbeat(client: redis.Redis, venue_id: str, job_id: int, token: int, chunk_id: int = -1,
-              ttl_s: float = LEASE_TTL_S, also_get: str | None = None) -> bytes | None:
+def heartbeat(client: redis.Redis, venue_id: str, job_id: int, token: int, chunk_id: int, also_get: str,
+              ttl_s: float = LEASE_TTL_S) -> bytes | None:
     """Renew (or re-take after expiry) the job's lease; StaleFence when someone newer holds the venue.
 
-    Returns the value of the key `also_get`, read in the same round trip (None if unset or not asked).
+    Returns the value of the key `also_get` (None if unset), read in the same round trip.
     """
-    reply = client.eval(_HEARTBEAT, 2, lease_key(venue_id), also_get or lease_key(venue_id), str(job_id),
-                        str(token), str(int(ttl_s * 1000)))
-    status, current = reply[0], reply[1]
-    seen = reply[2] if also_get and len(reply) > 2 else None
+    status, current, seen = client.eval(_HEARTBEAT, 2, lease_key(venue_id), also_get, str(job_id), str(token),
+                                        str(int(ttl_s * 1000)))
     if int(status) == 1:
         return seen
     value = current.decode() if isinstance(current, bytes) else str(current)
